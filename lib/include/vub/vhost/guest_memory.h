@@ -1,0 +1,182 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "vub/base/memory_mapping.h"
+#include "vub/base/rcu.h"
+#include "vub/base/result.h"
+#include "vub/base/unique_fd.h"
+#include "vub/vhost/message.h"
+
+namespace vub::vhost {
+
+/**
+ * \brief One region of guest memory, mmapped from a front-end's fd (hugetlbfs or memfd).
+ *
+ * Immutable after create(); shared by the snapshots that contain it, and unmapped when the
+ * last one is freed. Thread-safe to read.
+ */
+class MemoryRegion
+{
+public:
+	/**
+	 * \brief Map \a fd as the region \a desc describes.
+	 *
+	 * The fd offset is aligned down to the fd's block size (the huge page size on hugetlbfs),
+	 * as mmap requires; the region starts at the residual offset inside the mapping.
+	 * \return EINVAL for an empty region, or one whose guest-physical, front-end or fd ranges
+	 * overflow 64 bits; the mmap error otherwise.
+	 */
+	static Result<std::shared_ptr<MemoryRegion>> create(const MemoryRegionMsg &desc, UniqueFd fd);
+
+	uint64_t gpa() const { return gpa_; }
+	uint64_t qva() const { return qva_; }
+	uint64_t size() const { return size_; }
+	uint64_t mmapOffset() const { return mmapOffset_; }
+	uint8_t *hva() const { return hva_; }
+	/** \brief The block (page) size of the backing file: 2 MiB or 1 GiB on hugetlbfs. */
+	size_t pageSize() const { return pageSize_; }
+	int fd() const { return fd_.get(); }
+
+	bool containsGpa(uint64_t gpa) const { return gpa - gpa_ < size_; }
+	bool containsQva(uint64_t qva) const { return qva - qva_ < size_; }
+
+private:
+	MemoryRegion() = default;
+
+	uint64_t gpa_ = 0;
+	uint64_t qva_ = 0;
+	uint64_t size_ = 0;
+	uint64_t mmapOffset_ = 0;
+	uint8_t *hva_ = nullptr;
+	size_t pageSize_ = 0;
+	MemoryMapping mapping_;
+	UniqueFd fd_; /**< kept for NUMA queries and for the inflight and log areas' peers */
+};
+
+/**
+ * \brief An immutable snapshot of the guest memory table: a set of non-overlapping regions.
+ *
+ * Translation checks the whole range, never only its start. Thread-safe: workers read a
+ * snapshot through GuestMemoryAtomic while the control thread builds the next one.
+ */
+class GuestMemory
+{
+public:
+	/** \brief At most this many regions (GET_MAX_MEM_SLOTS). */
+	static constexpr unsigned kMaxRegions = 509;
+
+	GuestMemory() = default;
+
+	/**
+	 * \brief A snapshot of \a regions.
+	 * \return EINVAL when two regions overlap in guest-physical or front-end address space,
+	 * E2BIG with more than kMaxRegions.
+	 */
+	static Result<std::unique_ptr<GuestMemory>>
+	create(std::vector<std::shared_ptr<MemoryRegion>> regions);
+
+	const std::vector<std::shared_ptr<MemoryRegion>> &regions() const { return regions_; }
+	bool empty() const { return regions_.empty(); }
+
+	/**
+	 * \brief The host address of guest-physical [gpa, gpa + len).
+	 *
+	 * \a hint, when given, is the caller's own last-hit region index (a queue keeps one), so
+	 * a burst of buffers in the same region costs one compare each.
+	 * \return nullptr unless the whole range lies in one region (len 0 counts as 1 byte).
+	 */
+	uint8_t *translateGpa(uint64_t gpa, uint64_t len, uint32_t *hint = nullptr) const
+	{
+		const MemoryRegion *r = findGpa(gpa, hint);
+		if (!r || len > r->size() - (gpa - r->gpa()))
+			return nullptr;
+		return r->hva() + (gpa - r->gpa());
+	}
+
+	/**
+	 * \brief The host address of \a gpa and how many bytes from it are contiguous in its
+	 * region, at most \a len: for buffers that cross regions.
+	 * \return nullptr when \a gpa is in no region.
+	 */
+	uint8_t *translateGpaPrefix(uint64_t gpa, uint64_t len, uint64_t *contiguous,
+				    uint32_t *hint = nullptr) const
+	{
+		const MemoryRegion *r = findGpa(gpa, hint);
+		if (!r)
+			return nullptr;
+		uint64_t left = r->size() - (gpa - r->gpa());
+		*contiguous = len < left ? len : left;
+		return r->hva() + (gpa - r->gpa());
+	}
+
+	/** \brief Host address of front-end address range [qva, qva + len); nullptr if not in one region. */
+	uint8_t *translateQva(uint64_t qva, uint64_t len) const;
+
+	/** \brief Guest-physical address of front-end address \a qva; false if unmapped. */
+	bool qvaToGpa(uint64_t qva, uint64_t *gpa) const;
+
+private:
+	const MemoryRegion *findGpa(uint64_t gpa, uint32_t *hint) const
+	{
+		/* Regions are few: a linear scan that starts at the caller's last hit. */
+		size_t n = regionList_.size();
+		size_t start = hint && *hint < n ? *hint : 0;
+		for (size_t i = 0; i < n; i++) {
+			size_t k = start + i < n ? start + i : start + i - n;
+			const MemoryRegion *r = regionList_[k];
+			if (r->containsGpa(gpa)) {
+				if (hint)
+					*hint = static_cast<uint32_t>(k);
+				return r;
+			}
+		}
+		return nullptr;
+	}
+
+	std::vector<std::shared_ptr<MemoryRegion>> regions_;
+	std::vector<const MemoryRegion *> regionList_;
+};
+
+/**
+ * \brief The current GuestMemory snapshot, replaced atomically while workers run.
+ *
+ * Readers (workers registered with the same Rcu) call memory() and may use the snapshot until
+ * their next quiescent state. The control thread calls replace(): it publishes the new
+ * snapshot, waits for a grace period, then frees the old one, which unmaps only the regions
+ * that no newer snapshot shares. No lock on the read side. replace() is called by one thread.
+ */
+class GuestMemoryAtomic
+{
+public:
+	explicit GuestMemoryAtomic(Rcu &rcu = Rcu::global());
+	~GuestMemoryAtomic();
+	GuestMemoryAtomic(const GuestMemoryAtomic &) = delete;
+	GuestMemoryAtomic &operator=(const GuestMemoryAtomic &) = delete;
+
+	/** \brief The current snapshot; never null (an empty table before the first update). */
+	const GuestMemory *memory() const { return current_.load(std::memory_order_acquire); }
+
+	/**
+	 * \brief Publish \a next, wait until no reader can hold the old one, and free it.
+	 * \param beforeReclaim called after publication and before the grace period, while the
+	 * old snapshot is still mapped: where users of raw pointers (ring addresses) move over
+	 */
+	void replace(std::unique_ptr<GuestMemory> next,
+		     const std::function<void(const GuestMemory &)> &beforeReclaim = {});
+
+	Rcu &rcu() const { return rcu_; }
+
+private:
+	Rcu &rcu_;
+	std::atomic<const GuestMemory *> current_;
+};
+
+} /* namespace vub::vhost */

@@ -1,0 +1,210 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <span>
+
+#include "vub/base/result.h"
+#include "vub/vhost/guest_memory.h"
+#include "vub/virtio/split_ring.h"
+
+namespace vub::vhost {
+
+/** \brief One contiguous piece of a descriptor chain, translated to a host address. */
+struct DescBuffer {
+	uint8_t *hva;
+	uint32_t len;
+	bool writable;
+};
+
+/** \brief Why a chain was refused. Each has its own per-queue counter. */
+enum class ChainError : uint8_t {
+	None = 0,
+	NextOutOfRange,     /**< `next` beyond the descriptor table */
+	TooLong,            /**< more descriptors than the table holds: a loop */
+	BadAddress,         /**< buffer not inside guest memory */
+	ZeroLength,         /**< a zero-length buffer */
+	ReadAfterWrite,     /**< a device-readable descriptor after a writable one */
+	IndirectNotNegotiated,
+	IndirectBadLength,  /**< 0, not a multiple of 16, or more entries than allowed */
+	IndirectNested,     /**< INDIRECT inside an indirect table */
+	IndirectWithNext,   /**< INDIRECT and NEXT on the same descriptor */
+	TooManyBuffers,     /**< more pieces than the caller's storage */
+	LengthOverflow,     /**< the chain's total length exceeds 32 bits */
+	Count,
+};
+
+const char *chainErrorName(ChainError error);
+
+/**
+ * \brief A descriptor chain taken from the available ring: its head and its buffers, each
+ * read once from guest memory and validated. The buffers live in the caller's storage.
+ */
+struct DescriptorChain {
+	uint16_t head = 0;
+	uint32_t bufferCount = 0;
+	uint32_t readableBytes = 0;
+	uint32_t writableBytes = 0;
+	DescBuffer *buffers = nullptr;
+
+	std::span<DescBuffer> pieces() const { return { buffers, bufferCount }; }
+};
+
+/** \brief Per-queue counters, written only by the thread that processes the queue. */
+struct QueueStats {
+	uint64_t chains = 0;
+	uint64_t badChains[static_cast<int>(ChainError::Count)] = {};
+	uint64_t notificationsSent = 0;
+	uint64_t notificationsSuppressed = 0;
+	uint64_t kicks = 0;
+	uint64_t emptyPolls = 0;
+};
+
+/**
+ * \brief The device side of a split virtqueue in guest memory.
+ *
+ * The control thread configures it (size, addresses, base) while it is not ready; the thread
+ * that processes it then calls pop(), addUsed(), publishUsed() and the notification functions.
+ * Every value read from guest memory is validated: a bad chain is refused and counted (the
+ * caller returns its head with length 0), a corrupt ring (avail index moved by more than the
+ * size, a head beyond the table) marks the queue broken. Not thread-safe: one thread at a time.
+ */
+class SplitQueue
+{
+public:
+	/** \brief What pop() found. */
+	enum class PopStatus : uint8_t {
+		Ok,       /**< \a chain holds a valid chain */
+		Empty,    /**< nothing available, or the queue is not ready */
+		BadChain, /**< \a chain.head must be returned with length 0; see lastError() */
+		Broken,   /**< the ring is corrupt: stop using it and signal the err eventfd */
+	};
+
+	explicit SplitQueue(uint16_t maxSize) : maxSize_(maxSize) {}
+
+	/* Configuration (control thread, queue not ready). */
+	uint16_t maxSize() const { return maxSize_; }
+	uint16_t size() const { return size_; }
+	/** \brief Set the ring size. \return EINVAL for 0, above maxSize or not a power of two. */
+	Result<void> setSize(uint32_t size);
+	/**
+	 * \brief Set the front-end addresses of the three parts.
+	 * \return EINVAL when an address is not aligned as the layout requires.
+	 */
+	Result<void> setAddresses(uint64_t descQva, uint64_t availQva, uint64_t usedQva);
+	bool hasAddresses() const { return descQva_ != 0 || availQva_ != 0 || usedQva_ != 0; }
+	/**
+	 * \brief Translate the ring addresses in \a mem over the whole length of each part.
+	 * \return EFAULT when a part is not wholly inside one region; the queue then has no ring.
+	 */
+	Result<void> translate(const GuestMemory &mem);
+	void untranslate();
+	bool isTranslated() const { return desc_ != nullptr; }
+	void setEventIdx(bool enabled) { eventIdx_ = enabled; }
+	void setIndirect(bool enabled) { indirect_ = enabled; }
+	bool eventIdx() const { return eventIdx_; }
+	/** \brief The queue may be processed (started, in the specification's words). */
+	void setReady(bool ready) { ready_ = ready; }
+	bool isReady() const { return ready_; }
+	bool isBroken() const { return broken_; }
+	uint16_t nextAvail() const { return lastAvailIdx_; }
+	void setNextAvail(uint16_t idx) { lastAvailIdx_ = idx; }
+	uint16_t nextUsed() const { return usedIdx_; }
+	void setNextUsed(uint16_t idx) { usedIdx_ = idx; }
+	/** \brief The used index the guest sees (0 when not translated). */
+	uint16_t guestUsedIdx() const;
+	/** \brief Back to the state of a new queue (size and features are kept). */
+	void reset();
+
+	/* Data path (processing thread). */
+
+	/**
+	 * \brief Take the next available chain into \a chain, its pieces into \a storage.
+	 * \param mem the snapshot that descriptor addresses are translated in
+	 */
+	PopStatus pop(const GuestMemory &mem, std::span<DescBuffer> storage, DescriptorChain &chain);
+	ChainError lastError() const { return lastError_; }
+
+	/** \brief Put (\a head, \a len) on the used ring; invisible to the guest until publishUsed(). */
+	void addUsed(uint16_t head, uint32_t len)
+	{
+		virtio::SplitUsedElem *elem = usedRing() + (usedIdx_ & (size_ - 1));
+		std::atomic_ref<uint32_t>(elem->id).store(head, std::memory_order_relaxed);
+		std::atomic_ref<uint32_t>(elem->len).store(len, std::memory_order_relaxed);
+		usedIdx_++;
+	}
+	/** \brief Make every addUsed() so far visible: one release store of used->idx. */
+	void publishUsed()
+	{
+		std::atomic_ref<uint16_t>(used_->idx).store(usedIdx_, std::memory_order_release);
+	}
+
+	/**
+	 * \brief Should the guest be notified of the used entries published since the last
+	 * notification? Honours EVENT_IDX (used_event) or VRING_AVAIL_F_NO_INTERRUPT, and
+	 * records the notification as sent when it answers true.
+	 */
+	bool needsNotification();
+	/** \brief Ask the guest not to kick (VRING_USED_F_NO_NOTIFY, or avail_event left behind). */
+	void disableNotification();
+	/**
+	 * \brief Ask the guest to kick again (clear NO_NOTIFY, or avail_event = next avail).
+	 * \return true if buffers were made available meanwhile: process them before sleeping.
+	 */
+	bool enableNotification();
+
+	QueueStats &stats() { return stats_; }
+	const QueueStats &stats() const { return stats_; }
+
+private:
+	uint16_t *availRing() const
+	{
+		return reinterpret_cast<uint16_t *>(reinterpret_cast<uint8_t *>(avail_) +
+						    virtio::kSplitAvailRingOffset);
+	}
+	virtio::SplitUsedElem *usedRing() const
+	{
+		return reinterpret_cast<virtio::SplitUsedElem *>(reinterpret_cast<uint8_t *>(used_) +
+								 virtio::kSplitUsedRingOffset);
+	}
+	uint16_t *usedEvent() const
+	{
+		return reinterpret_cast<uint16_t *>(reinterpret_cast<uint8_t *>(avail_) +
+						    virtio::splitUsedEventOffset(size_));
+	}
+	uint16_t *availEvent() const
+	{
+		return reinterpret_cast<uint16_t *>(reinterpret_cast<uint8_t *>(used_) +
+						    virtio::splitAvailEventOffset(size_));
+	}
+	PopStatus refuse(ChainError error);
+	bool appendBuffer(const GuestMemory &mem, uint64_t gpa, uint32_t len, bool writable,
+			  std::span<DescBuffer> storage, DescriptorChain &chain);
+
+	/* Hot, runtime state first. */
+	alignas(64) virtio::SplitDesc *desc_ = nullptr;
+	virtio::SplitAvail *avail_ = nullptr;
+	virtio::SplitUsed *used_ = nullptr;
+	uint16_t size_ = 0;
+	uint16_t lastAvailIdx_ = 0;
+	uint16_t usedIdx_ = 0;
+	uint16_t signalledUsed_ = 0;
+	bool signalledUsedValid_ = false;
+	bool eventIdx_ = false;
+	bool indirect_ = false;
+	bool ready_ = false;
+	bool broken_ = false;
+	ChainError lastError_ = ChainError::None;
+	uint32_t regionHint_ = 0;
+
+	/* Configuration. */
+	alignas(64) uint64_t descQva_ = 0;
+	uint64_t availQva_ = 0;
+	uint64_t usedQva_ = 0;
+	uint16_t maxSize_;
+
+	QueueStats stats_;
+};
+
+} /* namespace vub::vhost */

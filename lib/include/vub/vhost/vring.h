@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <utility>
+
+#include "vub/base/event_fd.h"
+#include "vub/vhost/backend_channel.h"
+#include "vub/vhost/guest_memory.h"
+#include "vub/vhost/split_queue.h"
+
+namespace vub::vhost {
+
+/**
+ * \brief The state of one vring: its queue, its kick, call and err notifiers, and the enabled
+ * and started bits (separate, as the specification's ring states are).
+ *
+ * No lock: VringState has a single owner at a time. VringMutex and VringRwLock put it behind a
+ * lock for back-ends whose workers and the control thread share it.
+ */
+class VringState
+{
+public:
+	VringState(const GuestMemoryAtomic &mem, uint16_t maxQueueSize) : mem_(&mem), queue_(maxQueueSize) {}
+
+	/** \brief The guest memory snapshot this vring's descriptors are translated in. */
+	const GuestMemoryAtomic &memory() const { return *mem_; }
+	SplitQueue &getQueue() { return queue_; }
+	const SplitQueue &getQueue() const { return queue_; }
+
+	bool isEnabled() const { return enabled_; }
+	void setEnabled(bool enabled) { enabled_ = enabled; }
+	/** \brief Started: configured and kicked; the queue may be processed. */
+	bool isStarted() const { return queue_.isReady(); }
+
+	/** \brief Put (\a head, \a len) on the used ring and publish it at once. */
+	void addUsed(uint16_t head, uint32_t len)
+	{
+		queue_.addUsed(head, len);
+		queue_.publishUsed();
+	}
+	/** \brief Notify the guest: write the call eventfd, or send BACKEND_VRING_CALL in-band. */
+	bool signalUsedQueue();
+	/** \brief Signal the err eventfd, or BACKEND_VRING_ERR in-band. */
+	bool signalError();
+	bool enableNotification() { return queue_.enableNotification(); }
+	void disableNotification() { queue_.disableNotification(); }
+	bool needsNotification() { return queue_.needsNotification(); }
+
+	/** \brief Set the front-end addresses of the rings (SET_VRING_ADDR). */
+	Result<void> setQueueInfo(uint64_t descQva, uint64_t availQva, uint64_t usedQva)
+	{
+		return queue_.setAddresses(descQva, availQva, usedQva);
+	}
+
+	const EventFd &getKick() const { return kick_; }
+	const EventFd &getCall() const { return call_; }
+	const EventFd &getErr() const { return err_; }
+	void setKick(EventFd kick) { kick_ = std::move(kick); }
+	void setCall(EventFd call) { call_ = std::move(call); }
+	void setErr(EventFd err) { err_ = std::move(err); }
+	/** \brief Drain the kick eventfd. \return whether the vring is enabled. */
+	bool readKick()
+	{
+		if (kick_.isValid() && kick_.drain() != 0)
+			queue_.stats().kicks++;
+		return enabled_;
+	}
+
+	/** \brief The in-band channel for calls and errors when the call/err fd is absent. */
+	void setInbandChannel(std::shared_ptr<BackendChannel> channel, uint32_t index)
+	{
+		inband_ = std::move(channel);
+		index_ = index;
+	}
+
+private:
+	const GuestMemoryAtomic *mem_;
+	SplitQueue queue_;
+	EventFd kick_;
+	EventFd call_;
+	EventFd err_;
+	std::shared_ptr<BackendChannel> inband_;
+	uint32_t index_ = 0;
+	bool enabled_ = false;
+};
+
+/**
+ * \brief The seed's `VringT`: a vring whose state sits behind a lock the implementation picks.
+ *
+ * The daemon and the back-end reach the VringState through guards: getRef() for shared and
+ * getMut() for exclusive access. The convenience calls lock for the one call. Thread-safe.
+ */
+class VringT
+{
+public:
+	/** \brief Access to the VringState for the guard's lifetime. Move-only. */
+	class Guard
+	{
+	public:
+		using Unlock = void (*)(void *lock);
+		Guard(VringState *state, void *lock, Unlock unlock) : state_(state), lock_(lock), unlock_(unlock) {}
+		Guard(Guard &&other) noexcept
+			: state_(std::exchange(other.state_, nullptr)), lock_(other.lock_), unlock_(other.unlock_)
+		{
+		}
+		Guard(const Guard &) = delete;
+		Guard &operator=(const Guard &) = delete;
+		Guard &operator=(Guard &&) = delete;
+		~Guard()
+		{
+			if (state_)
+				unlock_(lock_);
+		}
+		VringState *operator->() const { return state_; }
+		VringState &operator*() const { return *state_; }
+
+	private:
+		VringState *state_;
+		void *lock_;
+		Unlock unlock_;
+	};
+
+	virtual ~VringT() = default;
+
+	/** \brief Shared access (a read lock for VringRwLock, the mutex for VringMutex). */
+	virtual Guard getRef() = 0;
+	/** \brief Exclusive access. */
+	virtual Guard getMut() = 0;
+
+	void addUsed(uint16_t head, uint32_t len) { getMut()->addUsed(head, len); }
+	bool signalUsedQueue() { return getRef()->signalUsedQueue(); }
+	bool enableNotification() { return getMut()->enableNotification(); }
+	void disableNotification() { getMut()->disableNotification(); }
+	bool needsNotification() { return getMut()->needsNotification(); }
+	bool isEnabled() { return getRef()->isEnabled(); }
+	void setEnabled(bool enabled) { getMut()->setEnabled(enabled); }
+	Result<void> setQueueInfo(uint64_t desc, uint64_t avail, uint64_t used)
+	{
+		return getMut()->setQueueInfo(desc, avail, used);
+	}
+	uint16_t queueNextAvail() { return getRef()->getQueue().nextAvail(); }
+	void setQueueNextAvail(uint16_t idx) { getMut()->getQueue().setNextAvail(idx); }
+	void setQueueNextUsed(uint16_t idx) { getMut()->getQueue().setNextUsed(idx); }
+	uint16_t queueUsedIdx() { return getRef()->getQueue().guestUsedIdx(); }
+	Result<void> setQueueSize(uint16_t size) { return getMut()->getQueue().setSize(size); }
+	void setQueueEventIdx(bool enabled) { getMut()->getQueue().setEventIdx(enabled); }
+	void setQueueReady(bool ready) { getMut()->getQueue().setReady(ready); }
+	void setKick(EventFd kick) { getMut()->setKick(std::move(kick)); }
+	bool readKick() { return getMut()->readKick(); }
+	void setCall(EventFd call) { getMut()->setCall(std::move(call)); }
+	void setErr(EventFd err) { getMut()->setErr(std::move(err)); }
+};
+
+/** \brief A VringT behind a std::mutex: every access, getRef() too, is exclusive. */
+class VringMutex final : public VringT
+{
+public:
+	VringMutex(const GuestMemoryAtomic &mem, uint16_t maxQueueSize) : state_(mem, maxQueueSize) {}
+
+	Guard getRef() override { return getMut(); }
+	Guard getMut() override
+	{
+		lock_.lock();
+		return Guard(&state_, &lock_, [](void *l) { static_cast<std::mutex *>(l)->unlock(); });
+	}
+
+private:
+	std::mutex lock_;
+	VringState state_;
+};
+
+/** \brief A VringT behind a std::shared_mutex: getRef() shares, getMut() excludes. */
+class VringRwLock final : public VringT
+{
+public:
+	VringRwLock(const GuestMemoryAtomic &mem, uint16_t maxQueueSize) : state_(mem, maxQueueSize) {}
+
+	Guard getRef() override
+	{
+		lock_.lock_shared();
+		return Guard(&state_, &lock_,
+			     [](void *l) { static_cast<std::shared_mutex *>(l)->unlock_shared(); });
+	}
+	Guard getMut() override
+	{
+		lock_.lock();
+		return Guard(&state_, &lock_, [](void *l) { static_cast<std::shared_mutex *>(l)->unlock(); });
+	}
+
+private:
+	std::shared_mutex lock_;
+	VringState state_;
+};
+
+} /* namespace vub::vhost */

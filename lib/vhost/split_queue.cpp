@@ -1,0 +1,270 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "vub/vhost/split_queue.h"
+
+#include "vub/base/log.h"
+
+namespace vub::vhost {
+
+using virtio::SplitDesc;
+
+const char *chainErrorName(ChainError error)
+{
+	static constexpr const char *kNames[] = {
+		"none", "next_out_of_range", "too_long", "bad_address", "zero_length",
+		"read_after_write", "indirect_not_negotiated", "indirect_bad_length",
+		"indirect_nested", "indirect_with_next", "too_many_buffers", "length_overflow",
+	};
+	static_assert(sizeof(kNames) / sizeof(kNames[0]) == static_cast<size_t>(ChainError::Count));
+	return kNames[static_cast<size_t>(error)];
+}
+
+namespace {
+
+/** Read a descriptor once: the guest may rewrite it while we look at it. */
+SplitDesc readDesc(SplitDesc *d)
+{
+	SplitDesc out;
+	out.addr = std::atomic_ref<uint64_t>(d->addr).load(std::memory_order_relaxed);
+	out.len = std::atomic_ref<uint32_t>(d->len).load(std::memory_order_relaxed);
+	out.flags = std::atomic_ref<uint16_t>(d->flags).load(std::memory_order_relaxed);
+	out.next = std::atomic_ref<uint16_t>(d->next).load(std::memory_order_relaxed);
+	return out;
+}
+
+} /* namespace */
+
+Result<void> SplitQueue::setSize(uint32_t size)
+{
+	if (size == 0 || size > maxSize_ || (size & (size - 1)) != 0)
+		return Error{ EINVAL, "queue size is 0, above the maximum or not a power of two" };
+	size_ = static_cast<uint16_t>(size);
+	untranslate();
+	return {};
+}
+
+Result<void> SplitQueue::setAddresses(uint64_t descQva, uint64_t availQva, uint64_t usedQva)
+{
+	if (descQva % virtio::kSplitDescAlign || availQva % virtio::kSplitAvailAlign ||
+	    usedQva % virtio::kSplitUsedAlign)
+		return Error{ EINVAL, "ring address not aligned as the split layout requires" };
+	descQva_ = descQva;
+	availQva_ = availQva;
+	usedQva_ = usedQva;
+	untranslate();
+	return {};
+}
+
+Result<void> SplitQueue::translate(const GuestMemory &mem)
+{
+	untranslate();
+	if (size_ == 0)
+		return Error{ EINVAL, "queue size not set" };
+	auto *desc = mem.translateQva(descQva_, virtio::splitDescTableSize(size_));
+	auto *avail = mem.translateQva(availQva_, virtio::splitAvailSize(size_));
+	auto *used = mem.translateQva(usedQva_, virtio::splitUsedSize(size_));
+	if (!desc || !avail || !used)
+		return Error{ EFAULT, "ring not wholly inside one guest memory region" };
+	desc_ = reinterpret_cast<SplitDesc *>(desc);
+	avail_ = reinterpret_cast<virtio::SplitAvail *>(avail);
+	used_ = reinterpret_cast<virtio::SplitUsed *>(used);
+	return {};
+}
+
+void SplitQueue::untranslate()
+{
+	desc_ = nullptr;
+	avail_ = nullptr;
+	used_ = nullptr;
+}
+
+uint16_t SplitQueue::guestUsedIdx() const
+{
+	if (!used_)
+		return 0;
+	return std::atomic_ref<uint16_t>(used_->idx).load(std::memory_order_acquire);
+}
+
+void SplitQueue::reset()
+{
+	untranslate();
+	descQva_ = availQva_ = usedQva_ = 0;
+	lastAvailIdx_ = 0;
+	usedIdx_ = 0;
+	signalledUsed_ = 0;
+	signalledUsedValid_ = false;
+	ready_ = false;
+	broken_ = false;
+	lastError_ = ChainError::None;
+	regionHint_ = 0;
+}
+
+SplitQueue::PopStatus SplitQueue::refuse(ChainError error)
+{
+	lastError_ = error;
+	stats_.badChains[static_cast<int>(error)]++;
+	return PopStatus::BadChain;
+}
+
+bool SplitQueue::appendBuffer(const GuestMemory &mem, uint64_t gpa, uint32_t len, bool writable,
+			      std::span<DescBuffer> storage, DescriptorChain &chain)
+{
+	/* A buffer may cross regions that are contiguous in guest-physical space: one piece each. */
+	uint64_t left = len;
+	while (left > 0) {
+		uint64_t piece = 0;
+		uint8_t *hva = mem.translateGpaPrefix(gpa, left, &piece, &regionHint_);
+		if (!hva) {
+			lastError_ = ChainError::BadAddress;
+			return false;
+		}
+		if (chain.bufferCount >= storage.size()) {
+			lastError_ = ChainError::TooManyBuffers;
+			return false;
+		}
+		storage[chain.bufferCount++] = DescBuffer{ hva, static_cast<uint32_t>(piece), writable };
+		gpa += piece;
+		left -= piece;
+	}
+	return true;
+}
+
+SplitQueue::PopStatus SplitQueue::pop(const GuestMemory &mem, std::span<DescBuffer> storage,
+				      DescriptorChain &chain)
+{
+	if (!ready_ || !desc_ || broken_)
+		return PopStatus::Empty;
+	uint16_t availIdx = std::atomic_ref<uint16_t>(avail_->idx).load(std::memory_order_acquire);
+	uint16_t pending = static_cast<uint16_t>(availIdx - lastAvailIdx_);
+	if (pending == 0) {
+		stats_.emptyPolls++;
+		return PopStatus::Empty;
+	}
+	if (pending > size_) {
+		VUB_LOG(Vring, Error, "guest moved avail index from %u to %u (size %u): queue broken",
+			lastAvailIdx_, availIdx, size_);
+		broken_ = true;
+		return PopStatus::Broken;
+	}
+	uint16_t head = std::atomic_ref<uint16_t>(availRing()[lastAvailIdx_ & (size_ - 1)])
+				.load(std::memory_order_relaxed);
+	if (head >= size_) {
+		VUB_LOG(Vring, Error, "guest made head %u available (size %u): queue broken", head,
+			size_);
+		broken_ = true;
+		return PopStatus::Broken;
+	}
+	lastAvailIdx_++;
+
+	chain.head = head;
+	chain.bufferCount = 0;
+	chain.readableBytes = 0;
+	chain.writableBytes = 0;
+	chain.buffers = storage.data();
+
+	SplitDesc *table = desc_;
+	uint32_t tableSize = size_;
+	uint32_t index = head;
+	uint32_t seen = 0;
+	bool inIndirect = false;
+	bool sawWritable = false;
+	uint64_t total = 0;
+	for (;;) {
+		if (++seen > tableSize)
+			return refuse(ChainError::TooLong);
+		SplitDesc d = readDesc(table + index);
+		if (d.flags & virtio::kDescFIndirect) {
+			if (inIndirect)
+				return refuse(ChainError::IndirectNested);
+			if (!indirect_)
+				return refuse(ChainError::IndirectNotNegotiated);
+			if (d.flags & virtio::kDescFNext)
+				return refuse(ChainError::IndirectWithNext);
+			if (d.len == 0 || d.len % sizeof(SplitDesc) != 0 ||
+			    d.len / sizeof(SplitDesc) > virtio::kMaxQueueSize)
+				return refuse(ChainError::IndirectBadLength);
+			/* The table must be contiguous in one region: it is read in place. */
+			auto *indirect = mem.translateGpa(d.addr, d.len, &regionHint_);
+			if (!indirect)
+				return refuse(ChainError::BadAddress);
+			table = reinterpret_cast<SplitDesc *>(indirect);
+			tableSize = d.len / sizeof(SplitDesc);
+			index = 0;
+			seen = 0;
+			inIndirect = true;
+			continue;
+		}
+		if (d.len == 0)
+			return refuse(ChainError::ZeroLength);
+		bool writable = (d.flags & virtio::kDescFWrite) != 0;
+		if (!writable && sawWritable)
+			return refuse(ChainError::ReadAfterWrite);
+		sawWritable |= writable;
+		total += d.len;
+		if (total > UINT32_MAX)
+			return refuse(ChainError::LengthOverflow);
+		if (!appendBuffer(mem, d.addr, d.len, writable, storage, chain))
+			return refuse(lastError_);
+		if (writable)
+			chain.writableBytes += d.len;
+		else
+			chain.readableBytes += d.len;
+		if (!(d.flags & virtio::kDescFNext))
+			break;
+		index = d.next;
+		if (index >= tableSize)
+			return refuse(ChainError::NextOutOfRange);
+	}
+	stats_.chains++;
+	return PopStatus::Ok;
+}
+
+bool SplitQueue::needsNotification()
+{
+	/* Order the used index store before reading the guest's suppression fields. */
+	std::atomic_thread_fence(std::memory_order_seq_cst);
+	bool notify;
+	if (eventIdx_) {
+		uint16_t old = signalledUsed_;
+		bool valid = signalledUsedValid_;
+		signalledUsed_ = usedIdx_;
+		signalledUsedValid_ = true;
+		uint16_t event = std::atomic_ref<uint16_t>(*usedEvent()).load(std::memory_order_relaxed);
+		notify = !valid || virtio::needEvent(event, usedIdx_, old);
+	} else {
+		uint16_t flags = std::atomic_ref<uint16_t>(avail_->flags).load(std::memory_order_relaxed);
+		notify = !(flags & virtio::kAvailFNoInterrupt);
+	}
+	if (notify)
+		stats_.notificationsSent++;
+	else
+		stats_.notificationsSuppressed++;
+	return notify;
+}
+
+void SplitQueue::disableNotification()
+{
+	if (!used_ || eventIdx_)
+		return; /* with EVENT_IDX, leaving avail_event behind suppresses kicks */
+	std::atomic_ref<uint16_t> flags(used_->flags);
+	flags.store(flags.load(std::memory_order_relaxed) | virtio::kUsedFNoNotify,
+		    std::memory_order_relaxed);
+}
+
+bool SplitQueue::enableNotification()
+{
+	if (!used_)
+		return false;
+	if (eventIdx_) {
+		std::atomic_ref<uint16_t>(*availEvent()).store(lastAvailIdx_, std::memory_order_relaxed);
+	} else {
+		std::atomic_ref<uint16_t> flags(used_->flags);
+		flags.store(flags.load(std::memory_order_relaxed) & ~virtio::kUsedFNoNotify,
+			    std::memory_order_relaxed);
+	}
+	/* The guest reads our flag after writing its index; we read its index after our flag. */
+	std::atomic_thread_fence(std::memory_order_seq_cst);
+	uint16_t availIdx = std::atomic_ref<uint16_t>(avail_->idx).load(std::memory_order_acquire);
+	return availIdx != lastAvailIdx_;
+}
+
+} /* namespace vub::vhost */
