@@ -422,6 +422,8 @@ bool VhostUserHandler::handleMessage(Message &msg)
 
 	if (!result)
 		VUB_LOG(Protocol, Warning, "%s: %s refused: %s", name_.c_str(), name, result.error().what);
+	/* Whatever fds the request did not take are closed before the front-end hears back. */
+	msg.closeFds();
 
 	/* Inband notifications without a channel that can carry them is a broken setup. */
 	if (request == FrontendRequest::SetProtocolFeatures && !result && result.error().code == EPROTO)

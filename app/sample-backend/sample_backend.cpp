@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "sample_backend.h"
+
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+
+#include "vub/vhost/guest_memory.h"
+#include "vub/vhost/message.h"
+#include "vub/virtio/features.h"
+
+namespace vub::sample {
+
+using namespace vub::vhost;
+
+SampleBackend::SampleBackend(size_t queues, size_t queueSize, size_t threads)
+	: queueSize_(queueSize), threads_(threads), counters_(queues), storage_(queues)
+{
+	for (auto &s : storage_)
+		s.resize(kMaxPieces);
+	for (auto &c : counters_)
+		c.readHash.store(kFnvOffset);
+}
+
+uint64_t SampleBackend::features() const
+{
+	return virtio::bit(virtio::kFVersion1) | virtio::bit(virtio::kFEventIdx) |
+	       virtio::bit(virtio::kFIndirectDesc) | virtio::bit(virtio::kVhostUserFProtocolFeatures);
+}
+
+uint64_t SampleBackend::protocolFeatures() const
+{
+	return protocol::mask(protocol::kMq) | protocol::mask(protocol::kReplyAck) |
+	       protocol::mask(protocol::kConfig) | protocol::mask(protocol::kBackendReq) |
+	       protocol::mask(protocol::kResetDevice) | protocol::mask(protocol::kStatus) |
+	       protocol::mask(protocol::kConfigureMemSlots) |
+	       protocol::mask(protocol::kInbandNotifications);
+}
+
+std::vector<uint8_t> SampleBackend::getConfig(uint32_t offset, uint32_t size) const
+{
+	if (offset > 16 || size > 16 - offset)
+		return {};
+	std::vector<uint8_t> out(size);
+	for (uint32_t i = 0; i < size; i++)
+		out[i] = static_cast<uint8_t>(offset + i);
+	return out;
+}
+
+std::vector<uint64_t> SampleBackend::queuesPerThread() const
+{
+	/* Queues spread round-robin over the threads. */
+	std::vector<uint64_t> masks(threads_, 0);
+	for (size_t q = 0; q < counters_.size(); q++)
+		masks[q % threads_] |= uint64_t{ 1 } << q;
+	return masks;
+}
+
+void SampleBackend::publish(VringState &vring, QueueCounters &c)
+{
+	vring.getQueue().publishUsed();
+	if (vring.needsNotification()) {
+		vring.signalUsedQueue();
+		c.notifications.fetch_add(1, std::memory_order_relaxed);
+	}
+}
+
+Result<void> SampleBackend::handleEvent(uint16_t deviceEvent, uint32_t, std::span<VringT *const> vrings,
+					size_t threadId)
+{
+	if (deviceEvent >= vrings.size())
+		return {};
+	size_t queue = threadId + deviceEvent * threads_; /* the inverse of queuesPerThread() */
+	QueueCounters &c = counters_[queue];
+	auto vring = vrings[deviceEvent]->getMut();
+	const GuestMemory *mem = vring->memory().memory();
+	SplitQueue &q = vring->getQueue();
+	uint64_t hash = c.readHash.load(std::memory_order_relaxed);
+	do {
+		q.disableNotification();
+		unsigned returned = 0;
+		for (;;) {
+			DescriptorChain chain;
+			auto status = q.pop(*mem, storage_[queue], chain);
+			if (status == SplitQueue::PopStatus::Empty)
+				break;
+			if (status == SplitQueue::PopStatus::Broken) {
+				c.broken.fetch_add(1, std::memory_order_relaxed);
+				vring->signalError();
+				break;
+			}
+			uint32_t written = 0;
+			if (status == SplitQueue::PopStatus::BadChain) {
+				c.badChains.fetch_add(1, std::memory_order_relaxed);
+			} else {
+				for (const DescBuffer &b : chain.pieces()) {
+					if (b.writable) {
+						for (uint32_t i = 0; i < b.len; i++)
+							b.hva[i] = static_cast<uint8_t>(queue + written + i);
+						written += b.len;
+					} else {
+						for (uint32_t i = 0; i < b.len; i++)
+							hash = (hash ^ b.hva[i]) * kFnvPrime;
+					}
+				}
+				c.chains.fetch_add(1, std::memory_order_relaxed);
+				c.readBytes.fetch_add(chain.readableBytes, std::memory_order_relaxed);
+				c.writtenBytes.fetch_add(written, std::memory_order_relaxed);
+			}
+			q.addUsed(chain.head, written);
+			/* Publish in batches of 32, as a burst would. */
+			if (++returned % 32 == 0)
+				publish(*vring, c);
+		}
+		publish(*vring, c);
+	} while (!q.isBroken() && q.enableNotification());
+	c.readHash.store(hash, std::memory_order_relaxed);
+	return {};
+}
+
+void SampleBackend::printStats() const
+{
+	for (size_t q = 0; q < counters_.size(); q++) {
+		const QueueCounters &c = counters_[q];
+		std::printf("queue %zu: chains %" PRIu64 " bytes %" PRIu64 " written %" PRIu64
+			    " notifications %" PRIu64 " bad %" PRIu64 " broken %" PRIu64 "\n",
+			    q, c.chains.load(), c.readBytes.load(), c.writtenBytes.load(),
+			    c.notifications.load(), c.badChains.load(), c.broken.load());
+	}
+	std::fflush(stdout);
+}
+
+} /* namespace vub::sample */
