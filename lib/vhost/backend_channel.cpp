@@ -14,9 +14,13 @@ Result<void> BackendChannel::request(uint32_t request, const void *payload, uint
 	if (!waitAck)
 		return {};
 	Message reply;
-	VUB_TRY(connection_.receiveBlocking(reply, kAckTimeoutMs));
-	if (reply.request() != request || reply.size() != sizeof(uint64_t))
-		return Error{ EPROTO, "bad ack on the back-end channel" };
+	auto received = connection_.receiveBlocking(reply, kAckTimeoutMs);
+	if (!received || reply.request() != request || reply.size() != sizeof(uint64_t)) {
+		/* A late or stray reply would be read as the next ack: the channel is out of step. */
+		connection_.close();
+		return received ? Error{ EPROTO, "bad ack on the back-end channel; channel closed" }
+				: received.error();
+	}
 	if (reply.payloadAs<uint64_t>() != 0)
 		return Error{ EIO, "front-end refused the back-end request" };
 	return {};

@@ -16,6 +16,11 @@ void Connection::close()
 
 Result<bool> Connection::receive(Message &msg)
 {
+	return receiveMessage(msg, false);
+}
+
+Result<bool> Connection::receiveMessage(Message &msg, bool replyAllowed)
+{
 	constexpr size_t kHeaderSize = sizeof(MessageHeader);
 	if (received_ == 0) {
 		msg.closeFds();
@@ -82,7 +87,8 @@ Result<bool> Connection::receive(Message &msg)
 		received_ += static_cast<size_t>(n);
 		if (received_ == kHeaderSize) {
 			const MessageHeader &h = msg.header;
-			if ((h.flags & kVersionMask) != kVersion || (h.flags & kFlagReply) != 0 ||
+			if ((h.flags & kVersionMask) != kVersion ||
+			    ((h.flags & kFlagReply) != 0 && !replyAllowed) ||
 			    h.size > kMaxPayloadSize) {
 				msg.closeFds();
 				received_ = 0;
@@ -96,7 +102,7 @@ Result<void> Connection::receiveBlocking(Message &msg, int timeoutMs)
 {
 	received_ = 0;
 	for (;;) {
-		auto done = receive(msg);
+		auto done = receiveMessage(msg, true);
 		if (!done)
 			return done.error();
 		if (*done)

@@ -34,7 +34,9 @@ public:
 
 	/**
 	 * \brief Send any back-end request; with \a needReply (and REPLY_ACK negotiated) wait for
-	 * the front-end's u64 ack. \return EIO when the ack is non-zero.
+	 * the front-end's u64 ack. \return EIO when the ack is non-zero; when no good ack comes
+	 * in time the channel is closed (it can no longer tell replies apart) and every later
+	 * request fails with EBADF.
 	 */
 	Result<void> request(uint32_t request, const void *payload, uint32_t size, bool needReply);
 

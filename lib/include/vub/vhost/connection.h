@@ -33,15 +33,19 @@ public:
 	 *
 	 * \return true when \a msg holds a whole message, false when more bytes are needed.
 	 * Errors close nothing but the fds already received: ECONNRESET when the peer closed,
-	 * EPROTO for a header vub cannot frame (bad version, REPLY flag, size above
-	 * kMaxPayloadSize), EMSGSIZE when more than kMaxFds fds came; the connection must then be
-	 * closed, since the stream cannot be resynchronised.
+	 * EPROTO for a header vub cannot frame (bad version, REPLY flag: a request never carries
+	 * it, size above kMaxPayloadSize), EMSGSIZE when more than kMaxFds fds came; the
+	 * connection must then be closed, since the stream cannot be resynchronised.
 	 */
 	Result<bool> receive(Message &msg);
 
 	/**
 	 * \brief Read one whole message, waiting up to \a timeoutMs for it (blocking mode, for
 	 * replies on the back-end channel and for test front-ends).
+	 *
+	 * Unlike receive(), accepts a header with the REPLY flag, which the replies it waits for
+	 * carry.
+	 * \return ETIMEDOUT when no whole message came in time, else the errors of receive().
 	 */
 	Result<void> receiveBlocking(Message &msg, int timeoutMs);
 
@@ -50,6 +54,8 @@ public:
 			  std::span<const int> fds = {});
 
 private:
+	Result<bool> receiveMessage(Message &msg, bool replyAllowed);
+
 	UniqueFd socket_;
 	size_t received_ = 0; /**< bytes of the current message read so far */
 };
