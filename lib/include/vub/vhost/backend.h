@@ -105,55 +105,11 @@ public:
 };
 
 /**
- * \brief The seed's `VhostUserBackendMut`: the same functions for a device that is not
- * thread-safe. makeBackend() serialises every call with a mutex.
+ * \brief The seed's `VhostUserBackendMut`: the same functions, for a device that is not
+ * thread-safe. In C++ the two differ only in that contract, so this is the same interface;
+ * serve such a device through makeBackend(), which serialises every call with a mutex.
  */
-class VhostUserBackendMut
-{
-public:
-	virtual ~VhostUserBackendMut() = default;
-
-	virtual size_t numQueues() const = 0;
-	virtual size_t maxQueueSize() const = 0;
-	virtual uint64_t features() const = 0;
-	virtual uint64_t protocolFeatures() const = 0;
-	virtual void ackedFeatures(uint64_t features) { (void)features; }
-	virtual void setEventIdx(bool enabled) = 0;
-	virtual Result<void> updateMemory(const GuestMemoryAtomic &mem) = 0;
-	virtual std::vector<uint8_t> getConfig(uint32_t offset, uint32_t size)
-	{
-		(void)offset;
-		(void)size;
-		return {};
-	}
-	virtual Result<void> setConfig(uint32_t offset, std::span<const uint8_t> data)
-	{
-		(void)offset;
-		(void)data;
-		return Error{ ENOTSUP, "config space is read-only" };
-	}
-	virtual void setBackendReqFd(std::shared_ptr<BackendChannel> channel) { (void)channel; }
-	virtual std::vector<uint64_t> queuesPerThread() const { return { ~uint64_t{ 0 } }; }
-	virtual std::optional<EventFd> exitEvent(size_t threadIndex) const
-	{
-		(void)threadIndex;
-		return std::nullopt;
-	}
-	virtual Result<void> handleEvent(uint16_t deviceEvent, uint32_t evset,
-					 std::span<VringT *const> vrings, size_t threadId) = 0;
-	virtual void resetDevice() {}
-	virtual Result<void> sendRarp(const uint8_t (&mac)[6])
-	{
-		(void)mac;
-		return Error{ ENOTSUP, "RARP not supported" };
-	}
-	virtual Result<void> setMtu(uint16_t mtu)
-	{
-		(void)mtu;
-		return Error{ ENOTSUP, "MTU not supported" };
-	}
-	virtual void setStatus(uint8_t status) { (void)status; }
-};
+using VhostUserBackendMut = VhostUserBackend;
 
 /** \brief Serve a VhostUserBackendMut as a VhostUserBackend: each call under one mutex. */
 std::shared_ptr<VhostUserBackend> makeBackend(std::unique_ptr<VhostUserBackendMut> backend);
