@@ -34,7 +34,22 @@ uint64_t SampleBackend::protocolFeatures() const
 	       protocol::mask(protocol::kConfig) | protocol::mask(protocol::kBackendReq) |
 	       protocol::mask(protocol::kResetDevice) | protocol::mask(protocol::kStatus) |
 	       protocol::mask(protocol::kConfigureMemSlots) |
-	       protocol::mask(protocol::kInbandNotifications);
+	       protocol::mask(protocol::kInbandNotifications) | protocol::mask(protocol::kRarp) |
+	       protocol::mask(protocol::kMtu);
+}
+
+Result<void> SampleBackend::sendRarp(const uint8_t (&mac)[6])
+{
+	uint64_t value = 0;
+	std::memcpy(&value, mac, sizeof(mac));
+	rarpMac_.store(value);
+	return {};
+}
+
+Result<void> SampleBackend::setMtu(uint16_t mtu)
+{
+	mtu_.store(mtu);
+	return {};
 }
 
 std::vector<uint8_t> SampleBackend::getConfig(uint32_t offset, uint32_t size) const

@@ -47,10 +47,18 @@ public:
 	/** \brief A 16-byte read-only config space whose bytes hold their own offsets. */
 	std::vector<uint8_t> getConfig(uint32_t offset, uint32_t size) const override;
 	std::vector<uint64_t> queuesPerThread() const override;
+	/** \brief Records the MAC of the last SEND_RARP (a net device would broadcast a RARP). */
+	Result<void> sendRarp(const uint8_t (&mac)[6]) override;
+	/** \brief Records the MTU of NET_SET_MTU. */
+	Result<void> setMtu(uint16_t mtu) override;
+	void setStatus(uint8_t status) override { status_.store(status); }
 	Result<void> handleEvent(uint16_t deviceEvent, uint32_t evset,
 				 std::span<vhost::VringT *const> vrings, size_t threadId) override;
 
 	const QueueCounters &counters(size_t queue) const { return counters_[queue]; }
+	uint64_t lastRarpMac() const { return rarpMac_.load(); }
+	uint16_t mtu() const { return mtu_.load(); }
+	uint8_t status() const { return status_.load(); }
 	/** \brief One line per queue: "queue Q: chains C bytes B ...", for logs and tests. */
 	void printStats() const;
 
@@ -62,6 +70,9 @@ private:
 	size_t queueSize_;
 	size_t threads_;
 	std::vector<QueueCounters> counters_;
+	std::atomic<uint64_t> rarpMac_{ 0 };
+	std::atomic<uint16_t> mtu_{ 0 };
+	std::atomic<uint8_t> status_{ 0 };
 	/* Chain storage per queue: each queue is processed by one thread at a time. */
 	std::vector<std::vector<vhost::DescBuffer>> storage_;
 };

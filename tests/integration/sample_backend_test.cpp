@@ -1,0 +1,777 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * End to end through the sample back-end: a VhostUserDaemon serving SampleBackend on a Unix
+ * socket, driven by the in-tree test front-end with memfd guest memory, as QEMU and DPDK
+ * virtio-user would drive it.
+ */
+#include <dirent.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "sample_backend.h"
+#include "test_frontend.h"
+#include "vub/vhost/daemon.h"
+
+using namespace vub;
+using namespace vub::vhost;
+using namespace vub::test;
+using vub::sample::SampleBackend;
+
+namespace {
+
+constexpr uint64_t kGpaBase = 0x100000;
+constexpr size_t kMemSize = 16 << 20;
+
+size_t openFdCount()
+{
+	size_t n = 0;
+	DIR *dir = opendir("/proc/self/fd");
+	while (dirent *e = readdir(dir))
+		n += e->d_name[0] != '.';
+	closedir(dir);
+	return n;
+}
+
+template <typename Pred>
+bool waitFor(Pred pred, int timeoutMs = 2000)
+{
+	auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
+	while (!pred()) {
+		if (std::chrono::steady_clock::now() > deadline)
+			return false;
+		std::this_thread::sleep_for(std::chrono::microseconds(200));
+	}
+	return true;
+}
+
+uint64_t fnv(uint64_t hash, const uint8_t *data, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		hash = (hash ^ data[i]) * SampleBackend::kFnvPrime;
+	return hash;
+}
+
+class SampleBackendTest : public ::testing::Test
+{
+protected:
+	void SetUp() override
+	{
+		path_ = "/tmp/vub-e2e-" + std::to_string(getpid()) + "-" +
+			::testing::UnitTest::GetInstance()->current_test_info()->name() + ".sock";
+		backend_ = std::make_shared<SampleBackend>(4, 1024, 2);
+		auto daemon = VhostUserDaemon::create<VringMutex>("e2e", backend_);
+		ASSERT_TRUE(daemon) << daemon.error().what;
+		daemon_ = std::move(*daemon);
+		auto listener = Listener::create(path_);
+		ASSERT_TRUE(listener) << listener.error().what;
+		listener_ = std::move(*listener);
+		ASSERT_TRUE(daemon_->start(listener_));
+		mem_ = GuestMemoryFd::create(kMemSize, kGpaBase);
+		ASSERT_TRUE(mem_);
+	}
+
+	void TearDown() override
+	{
+		frontend_.reset();
+		daemon_.reset();
+	}
+
+	NegotiateOptions options(uint64_t extraFeatures = 0)
+	{
+		NegotiateOptions o;
+		o.queues = 4;
+		o.queueSize = 256;
+		o.features = virtio::bit(virtio::kFVersion1) | extraFeatures;
+		o.memory = { mem_.get() };
+		return o;
+	}
+
+	void connect()
+	{
+		frontend_ = TestFrontend::connect(path_);
+		ASSERT_TRUE(frontend_);
+	}
+
+	/** Post \a n readable chains of \a len bytes each on queue \a q; returns their hash. */
+	uint64_t postReadable(unsigned q, unsigned n, uint32_t len, uint64_t hash)
+	{
+		SplitDriver &d = frontend_->queue(q);
+		for (unsigned i = 0; i < n; i++) {
+			uint64_t gpa = mem_->alloc(len, 16);
+			uint8_t *p = mem_->hostPtr(gpa);
+			for (uint32_t k = 0; k < len; k++)
+				p[k] = static_cast<uint8_t>(i * 7 + k);
+			hash = fnv(hash, p, len);
+			BufferSpec spec{ gpa, len, false };
+			EXPECT_GE(d.addChain(std::span(&spec, 1)), 0);
+		}
+		d.publish();
+		return hash;
+	}
+
+	/** Wait until queue \a q's used index reaches \a idx. */
+	bool waitUsed(unsigned q, uint16_t idx)
+	{
+		return waitFor([&] { return frontend_->queue(q).usedIdx() == idx; });
+	}
+
+	std::string path_;
+	std::shared_ptr<SampleBackend> backend_;
+	std::unique_ptr<VhostUserDaemon> daemon_;
+	Listener listener_;
+	std::unique_ptr<GuestMemoryFd> mem_;
+	std::unique_ptr<TestFrontend> frontend_;
+};
+
+TEST_F(SampleBackendTest, ConsumesDriverBuffersAfterQemuNegotiation)
+{
+	connect();
+	ASSERT_TRUE(frontend_->negotiateQemu(options()));
+	uint64_t hash = postReadable(1, 100, 60, SampleBackend::kFnvOffset);
+	frontend_->kick(1);
+	ASSERT_TRUE(waitUsed(1, 100));
+	EXPECT_TRUE(frontend_->waitCall(1));
+	auto used = frontend_->queue(1).collectUsed();
+	EXPECT_EQ(used.size(), 100u);
+	EXPECT_EQ(frontend_->queue(1).badUsedIds(), 0u);
+	EXPECT_EQ(backend_->counters(1).chains.load(), 100u);
+	EXPECT_EQ(backend_->counters(1).readBytes.load(), 6000u);
+	EXPECT_EQ(backend_->counters(1).readHash.load(), hash) << "bytes read differ from bytes written";
+}
+
+TEST_F(SampleBackendTest, FillsDriverWritableBuffersAfterDpdkNegotiation)
+{
+	connect();
+	ASSERT_TRUE(frontend_->negotiateDpdk(options()));
+	SplitDriver &d = frontend_->queue(0);
+	std::vector<uint64_t> gpas;
+	for (int i = 0; i < 10; i++) {
+		/* A header-sized piece and a payload piece, both device-writable. */
+		uint64_t a = mem_->alloc(12, 16), b = mem_->alloc(500, 16);
+		BufferSpec specs[] = { { a, 12, true }, { b, 500, true } };
+		ASSERT_GE(d.addChain(specs), 0);
+		gpas.push_back(a);
+		gpas.push_back(b);
+	}
+	d.publish();
+	frontend_->kick(0);
+	ASSERT_TRUE(waitUsed(0, 10));
+	auto used = d.collectUsed();
+	ASSERT_EQ(used.size(), 10u);
+	for (auto &u : used)
+		EXPECT_EQ(u.len, 512u);
+	for (size_t i = 0; i < gpas.size(); i += 2) {
+		const uint8_t *hdr = mem_->hostPtr(gpas[i]);
+		const uint8_t *payload = mem_->hostPtr(gpas[i + 1]);
+		EXPECT_EQ(hdr[0], 0u);
+		EXPECT_EQ(hdr[11], 11u);
+		EXPECT_EQ(payload[0], 12u);
+		EXPECT_EQ(payload[499], static_cast<uint8_t>(511));
+	}
+	EXPECT_EQ(backend_->counters(0).writtenBytes.load(), 5120u);
+}
+
+TEST_F(SampleBackendTest, IndirectChainsAreWalked)
+{
+	connect();
+	ASSERT_TRUE(frontend_->negotiateQemu(options(virtio::bit(virtio::kFIndirectDesc))));
+	SplitDriver &d = frontend_->queue(1);
+	uint64_t a = mem_->alloc(100, 16), b = mem_->alloc(28, 16);
+	BufferSpec specs[] = { { a, 100, false }, { b, 28, false } };
+	ASSERT_GE(d.addIndirectChain(specs), 0);
+	d.publish();
+	frontend_->kick(1);
+	ASSERT_TRUE(waitUsed(1, 1));
+	EXPECT_EQ(backend_->counters(1).readBytes.load(), 128u);
+	EXPECT_EQ(backend_->counters(1).badChains.load(), 0u);
+}
+
+TEST_F(SampleBackendTest, NoInterruptSuppressesCallsWithoutEventIdx)
+{
+	connect();
+	ASSERT_TRUE(frontend_->negotiateQemu(options()));
+	SplitDriver &d = frontend_->queue(1);
+	d.setAvailFlags(virtio::kAvailFNoInterrupt);
+	postReadable(1, 20, 16, SampleBackend::kFnvOffset);
+	frontend_->kick(1);
+	ASSERT_TRUE(waitUsed(1, 20));
+	EXPECT_FALSE(frontend_->waitCall(1, 100)) << "called despite VRING_AVAIL_F_NO_INTERRUPT";
+	d.setAvailFlags(0);
+	postReadable(1, 1, 16, SampleBackend::kFnvOffset);
+	frontend_->kick(1);
+	ASSERT_TRUE(waitUsed(1, 21));
+	EXPECT_TRUE(frontend_->waitCall(1));
+	EXPECT_EQ(backend_->counters(1).notifications.load(), 1u);
+}
+
+TEST_F(SampleBackendTest, EventIdxCallsOnlyWhenUsedEventIsCrossed)
+{
+	connect();
+	ASSERT_TRUE(frontend_->negotiateQemu(options(virtio::bit(virtio::kFEventIdx))));
+	ASSERT_TRUE(frontend_->features() & virtio::bit(virtio::kFEventIdx));
+	SplitDriver &d = frontend_->queue(1);
+	/* The first notification after start is always sent. */
+	postReadable(1, 1, 16, SampleBackend::kFnvOffset);
+	frontend_->kick(1);
+	ASSERT_TRUE(waitUsed(1, 1));
+	ASSERT_TRUE(frontend_->waitCall(1));
+	/* Ask for a call when the used index passes 4; then return chains one at a time. */
+	d.setUsedEvent(4);
+	unsigned calledAt = 0;
+	for (uint16_t i = 2; i <= 8; i++) {
+		postReadable(1, 1, 16, SampleBackend::kFnvOffset);
+		frontend_->kick(1);
+		ASSERT_TRUE(waitUsed(1, i));
+		if (frontend_->waitCall(1, 50)) {
+			EXPECT_EQ(calledAt, 0u) << "called twice";
+			calledAt = i;
+		}
+	}
+	EXPECT_EQ(calledAt, 5u) << "need_event(4, new, old) is true when used idx becomes 5";
+	/* Kicks are asked for again at the next avail index. */
+	EXPECT_EQ(d.availEvent(), 8u);
+}
+
+TEST_F(SampleBackendTest, NoNotifyIsClearedWhenTheQueueIsIdle)
+{
+	connect();
+	ASSERT_TRUE(frontend_->negotiateQemu(options()));
+	postReadable(1, 5, 16, SampleBackend::kFnvOffset);
+	frontend_->kick(1);
+	ASSERT_TRUE(waitUsed(1, 5));
+	EXPECT_TRUE(waitFor([&] { return (frontend_->queue(1).usedFlags() & virtio::kUsedFNoNotify) == 0; }));
+}
+
+TEST_F(SampleBackendTest, RingStopsAtGetVringBaseAndResumesFromSetVringBase)
+{
+	connect();
+	ASSERT_TRUE(frontend_->negotiateQemu(options()));
+	postReadable(1, 10, 32, SampleBackend::kFnvOffset);
+	frontend_->kick(1);
+	ASSERT_TRUE(waitUsed(1, 10));
+	auto base = frontend_->stopQueue(1);
+	ASSERT_TRUE(base);
+	EXPECT_EQ(*base, 10u);
+	/* A stopped ring is not touched, whatever the guest does. */
+	postReadable(1, 5, 32, SampleBackend::kFnvOffset);
+	frontend_->kick(1);
+	std::this_thread::sleep_for(std::chrono::milliseconds(100));
+	EXPECT_EQ(frontend_->queue(1).usedIdx(), 10u);
+	ASSERT_TRUE(frontend_->restartQueue(1, *base));
+	frontend_->kick(1);
+	ASSERT_TRUE(waitUsed(1, 15));
+	EXPECT_EQ(backend_->counters(1).chains.load(), 15u);
+}
+
+TEST_F(SampleBackendTest, KickWhileDisabledIsNotLost)
+{
+	connect();
+	ASSERT_TRUE(frontend_->negotiateQemu(options()));
+	ASSERT_TRUE(frontend_->setVringEnable(1, false));
+	postReadable(1, 3, 16, SampleBackend::kFnvOffset);
+	frontend_->kick(1);
+	std::this_thread::sleep_for(std::chrono::milliseconds(100));
+	EXPECT_EQ(frontend_->queue(1).usedIdx(), 0u);
+	ASSERT_TRUE(frontend_->setVringEnable(1, true));
+	EXPECT_TRUE(waitUsed(1, 3)) << "the kick sent while disabled was lost";
+}
+
+TEST_F(SampleBackendTest, MemoryTableReplacedWhileTrafficRuns)
+{
+	connect();
+	ASSERT_TRUE(frontend_->negotiateQemu(options()));
+	std::atomic<bool> stop{ false };
+	std::atomic<unsigned> returned{ 0 };
+	/* Buffers come from a fixed pool so the bump allocator is not touched by both threads. */
+	uint64_t pool = mem_->alloc(64 * 128, 64);
+	std::thread traffic([&] {
+		SplitDriver &d = frontend_->queue(1);
+		unsigned posted = 0;
+		while (!stop.load() || d.inFlight() > 0) {
+			while (!stop.load() && d.numFree() > 0 && d.inFlight() < 64) {
+				BufferSpec spec{ pool + (posted % 64) * 128, 128, false };
+				d.addChain(std::span(&spec, 1));
+				posted++;
+			}
+			d.publish();
+			frontend_->kick(1);
+			returned += static_cast<unsigned>(d.collectUsed().size());
+			std::this_thread::yield();
+			if (stop.load() && returned == posted)
+				break;
+		}
+	});
+	for (int i = 0; i < 20; i++) {
+		const GuestMemoryFd *regions[] = { mem_.get() };
+		ASSERT_TRUE(frontend_->setMemTable(regions)) << "SET_MEM_TABLE " << i;
+		std::this_thread::sleep_for(std::chrono::milliseconds(5));
+	}
+	stop = true;
+	traffic.join();
+	EXPECT_GT(returned.load(), 0u);
+	EXPECT_EQ(backend_->counters(1).badChains.load(), 0u);
+	EXPECT_EQ(frontend_->queue(1).badUsedIds(), 0u);
+}
+
+TEST_F(SampleBackendTest, RegionAddedAndRemovedWithMemSlots)
+{
+	connect();
+	auto o = options();
+	o.protocolFeatures |= protocol::mask(protocol::kConfigureMemSlots);
+	ASSERT_TRUE(frontend_->negotiateQemu(o));
+	ASSERT_EQ(frontend_->maxMemSlots(), 509u);
+	auto extra = GuestMemoryFd::create(1 << 20, 0x40000000);
+	ASSERT_TRUE(extra);
+	ASSERT_TRUE(frontend_->addMemReg(*extra));
+	uint64_t gpa = extra->alloc(64, 16);
+	BufferSpec spec{ gpa, 64, false };
+	ASSERT_GE(frontend_->queue(1).addChain(std::span(&spec, 1)), 0);
+	frontend_->queue(1).publish();
+	frontend_->kick(1);
+	ASSERT_TRUE(waitUsed(1, 1));
+	EXPECT_EQ(backend_->counters(1).badChains.load(), 0u);
+	ASSERT_TRUE(frontend_->remMemReg(*extra));
+	/* The region is gone: a buffer there is refused, not read. */
+	ASSERT_GE(frontend_->queue(1).addChain(std::span(&spec, 1)), 0);
+	frontend_->queue(1).publish();
+	frontend_->kick(1);
+	ASSERT_TRUE(waitUsed(1, 2));
+	EXPECT_EQ(backend_->counters(1).badChains.load(), 1u);
+	EXPECT_FALSE(frontend_->remMemReg(*extra)) << "removing a region twice must fail";
+}
+
+TEST_F(SampleBackendTest, ServesTheNextFrontendAfterDisconnect)
+{
+	size_t fdsBefore = 0;
+	for (int round = 0; round < 5; round++) {
+		connect();
+		ASSERT_TRUE(frontend_->negotiateQemu(options()));
+		postReadable(1, 4, 16, SampleBackend::kFnvOffset);
+		frontend_->kick(1);
+		ASSERT_TRUE(waitUsed(1, 4)) << "round " << round;
+		frontend_.reset();
+		mem_ = GuestMemoryFd::create(kMemSize, kGpaBase);
+		ASSERT_TRUE(waitFor([&] { return !daemon_->isConnected(); }));
+		if (round == 0)
+			fdsBefore = openFdCount();
+	}
+	EXPECT_EQ(daemon_->connectionCount(), 5u);
+	EXPECT_EQ(openFdCount(), fdsBefore) << "fds leaked across connections";
+}
+
+TEST_F(SampleBackendTest, ClientModeReconnectsAfterTheFrontendLeaves)
+{
+	std::string serverPath = path_ + ".srv";
+	UniqueFd listenFd = TestFrontend::listenUnix(serverPath);
+	ASSERT_TRUE(listenFd.isValid());
+	auto client = VhostUserDaemon::create<VringRwLock>("e2e-client", backend_);
+	ASSERT_TRUE(client);
+	ASSERT_TRUE((*client)->startClient(serverPath));
+	for (int round = 0; round < 2; round++) {
+		frontend_ = TestFrontend::accept(listenFd.get(), 5000);
+		ASSERT_TRUE(frontend_) << "back-end did not (re)connect, round " << round;
+		ASSERT_TRUE(frontend_->negotiateDpdk(options()));
+		postReadable(1, 2, 16, SampleBackend::kFnvOffset);
+		frontend_->kick(1);
+		ASSERT_TRUE(waitUsed(1, 2));
+		frontend_.reset();
+		mem_ = GuestMemoryFd::create(kMemSize, kGpaBase);
+	}
+	unlink(serverPath.c_str());
+}
+
+TEST_F(SampleBackendTest, InbandNotificationsUseTheBackendChannel)
+{
+	connect();
+	auto o = options();
+	o.protocolFeatures |= protocol::mask(protocol::kBackendReq) |
+			      protocol::mask(protocol::kInbandNotifications);
+	ASSERT_TRUE(frontend_->negotiateQemu(o));
+	ASSERT_TRUE(frontend_->protocolFeatures() & protocol::mask(protocol::kInbandNotifications));
+	ASSERT_TRUE(frontend_->setVringKick(1, -1));
+	ASSERT_TRUE(frontend_->setVringCall(1, -1));
+	postReadable(1, 3, 16, SampleBackend::kFnvOffset);
+	ASSERT_TRUE(frontend_->vringKick(1));
+	ASSERT_TRUE(waitUsed(1, 3));
+	auto call = frontend_->receiveBackendRequest();
+	ASSERT_TRUE(call);
+	EXPECT_EQ((*call)->request(), static_cast<uint32_t>(BackendRequest::VringCall));
+	EXPECT_EQ((*call)->payloadAs<VringStateMsg>().index, 1u);
+}
+
+TEST_F(SampleBackendTest, InbandWithoutBackendChannelClosesTheConnection)
+{
+	connect();
+	ASSERT_TRUE(frontend_->getFeatures());
+	ASSERT_TRUE(frontend_->getProtocolFeatures());
+	uint64_t bad = protocol::mask(protocol::kInbandNotifications);
+	ASSERT_TRUE(frontend_->sendRaw(static_cast<uint32_t>(FrontendRequest::SetProtocolFeatures), &bad, 8));
+	EXPECT_TRUE(frontend_->peerClosed());
+	connect(); /* the daemon serves the next one */
+	EXPECT_TRUE(frontend_->getFeatures());
+}
+
+TEST_F(SampleBackendTest, ConfigSpaceReadsAndRefusesOutOfRange)
+{
+	connect();
+	ASSERT_TRUE(frontend_->negotiateQemu(options()));
+	auto cfg = frontend_->getConfig(4, 8);
+	ASSERT_TRUE(cfg);
+	ASSERT_EQ(cfg->size(), 8u);
+	EXPECT_EQ((*cfg)[0], 4u);
+	EXPECT_FALSE(frontend_->getConfig(12, 8)) << "read past the config space must fail";
+	EXPECT_TRUE(frontend_->getFeatures()) << "connection kept";
+}
+
+TEST_F(SampleBackendTest, CorruptRingSignalsErrAndOtherQueuesGoOn)
+{
+	connect();
+	ASSERT_TRUE(frontend_->negotiateQemu(options()));
+	/* The guest moves avail idx by more than the ring size. */
+	frontend_->queue(3).setAvailIdx(1000);
+	frontend_->kick(3);
+	EXPECT_TRUE(frontend_->waitErr(3)) << "err eventfd not signalled for a corrupt ring";
+	postReadable(1, 2, 16, SampleBackend::kFnvOffset);
+	frontend_->kick(1);
+	EXPECT_TRUE(waitUsed(1, 2));
+}
+
+TEST_F(SampleBackendTest, BadChainIsReturnedEmptyAndCounted)
+{
+	connect();
+	ASSERT_TRUE(frontend_->negotiateQemu(options()));
+	SplitDriver &d = frontend_->queue(1);
+	/* A loop: descriptor 0 -> 1 -> 0. */
+	d.desc(0)->addr = kGpaBase + 0x1000;
+	d.desc(0)->len = 16;
+	d.desc(0)->flags = virtio::kDescFNext;
+	d.desc(0)->next = 1;
+	d.desc(1)->addr = kGpaBase + 0x2000;
+	d.desc(1)->len = 16;
+	d.desc(1)->flags = virtio::kDescFNext;
+	d.desc(1)->next = 0;
+	d.setAvailRing(0, 0);
+	d.setAvailIdx(1);
+	frontend_->kick(1);
+	ASSERT_TRUE(waitUsed(1, 1));
+	EXPECT_EQ(d.usedElem(0).id, 0u);
+	EXPECT_EQ(d.usedElem(0).len, 0u);
+	EXPECT_EQ(backend_->counters(1).badChains.load(), 1u);
+}
+
+/* Requests that break the protocol are refused; the connection and the daemon stay up. */
+class HostileRequestTest : public SampleBackendTest
+{
+protected:
+	void SetUp() override
+	{
+		SampleBackendTest::SetUp();
+		connect();
+		ASSERT_TRUE(frontend_->negotiateQemu(options()));
+		fds_ = openFdCount();
+	}
+	/** Send raw, ask for an ack, and expect it to be a refusal. */
+	void expectRefused(FrontendRequest request, const void *payload, uint32_t size,
+			   std::span<const int> fds = {})
+	{
+		ASSERT_TRUE(frontend_->sendRaw(static_cast<uint32_t>(request), payload, size, fds,
+					       kVersion | kFlagNeedReply));
+		auto reply = frontend_->receiveReply();
+		ASSERT_TRUE(reply) << frontendRequestName(static_cast<uint32_t>(request))
+				   << ": no reply (connection dropped?)";
+		ASSERT_EQ((*reply)->size(), 8u);
+		EXPECT_NE((*reply)->payloadAs<uint64_t>(), 0u)
+			<< frontendRequestName(static_cast<uint32_t>(request)) << " was accepted";
+	}
+	void expectStillServing()
+	{
+		EXPECT_TRUE(frontend_->getFeatures()) << "connection lost";
+		postReadable(1, 1, 8, SampleBackend::kFnvOffset);
+		frontend_->kick(1);
+		uint16_t expect = frontend_->queue(1).availIdx();
+		EXPECT_TRUE(waitUsed(1, expect)) << "queue 1 stopped working";
+	}
+	size_t fds_ = 0;
+};
+
+TEST_F(HostileRequestTest, ExtraFdsAreClosed)
+{
+	UniqueFd a(dup(0)), b(dup(0));
+	int fds[] = { a.get(), b.get() };
+	VringStateMsg state{ 1, 256 };
+	expectRefused(FrontendRequest::SetVringEnable, &state, sizeof(state), fds);
+	a.reset();
+	b.reset();
+	EXPECT_EQ(openFdCount(), fds_) << "the back-end kept the extra fds";
+	expectStillServing();
+}
+
+TEST_F(HostileRequestTest, PayloadSizeMustMatch)
+{
+	uint8_t junk[40] = {};
+	expectRefused(FrontendRequest::SetFeatures, junk, 4);
+	expectRefused(FrontendRequest::SetVringNum, junk, 12);
+	expectRefused(FrontendRequest::SetVringAddr, junk, 32);
+	expectStillServing();
+}
+
+TEST_F(HostileRequestTest, VringIndexOutOfRange)
+{
+	VringStateMsg state{ 300, 256 };
+	expectRefused(FrontendRequest::SetVringNum, &state, sizeof(state));
+	state = { 0x10004, 256 }; /* would truncate to 4 in 16 bits, 4 is also out of range */
+	expectRefused(FrontendRequest::SetVringBase, &state, sizeof(state));
+	state = { 1u << 31, 1 };
+	expectRefused(FrontendRequest::SetVringEnable, &state, sizeof(state));
+	expectStillServing();
+}
+
+TEST_F(HostileRequestTest, BadVringSizes)
+{
+	ASSERT_TRUE(frontend_->stopQueue(3));
+	for (uint32_t num : { 0u, 3u, 2048u, 65536u }) {
+		VringStateMsg state{ 3, num };
+		expectRefused(FrontendRequest::SetVringNum, &state, sizeof(state));
+	}
+	expectStillServing();
+}
+
+TEST_F(HostileRequestTest, BadMemoryTables)
+{
+	MemoryTableMsg table{};
+	table.nregions = 9;
+	expectRefused(FrontendRequest::SetMemTable, &table, memoryTableMsgSize(1));
+	table.nregions = 0;
+	expectRefused(FrontendRequest::SetMemTable, &table, memoryTableMsgSize(0));
+	/* Two overlapping regions from the same memfd. */
+	table.nregions = 2;
+	table.regions[0] = mem_->regionMsg();
+	table.regions[1] = mem_->regionMsg();
+	table.regions[1].userspaceAddr += kMemSize;
+	int fds[] = { mem_->fd(), mem_->fd() };
+	expectRefused(FrontendRequest::SetMemTable, &table, memoryTableMsgSize(2), fds);
+	/* A size that overflows with its offset, and one past the end of the file. */
+	table.nregions = 1;
+	table.regions[0] = mem_->regionMsg();
+	table.regions[0].mmapOffset = ~0ull - 10;
+	expectRefused(FrontendRequest::SetMemTable, &table, memoryTableMsgSize(1), std::span(fds, 1));
+	table.regions[0] = mem_->regionMsg();
+	table.regions[0].memorySize = kMemSize * 2;
+	expectRefused(FrontendRequest::SetMemTable, &table, memoryTableMsgSize(1), std::span(fds, 1));
+	/* nregions says 1 but 2 fds came. */
+	table.regions[0] = mem_->regionMsg();
+	expectRefused(FrontendRequest::SetMemTable, &table, memoryTableMsgSize(1), fds);
+	expectStillServing();
+	EXPECT_EQ(openFdCount(), fds_);
+}
+
+TEST_F(HostileRequestTest, RingOutsideGuestMemory)
+{
+	ASSERT_TRUE(frontend_->stopQueue(3));
+	VringAddrMsg addr{};
+	addr.index = 3;
+	addr.desc = frontend_->queue(3).descQva();
+	addr.avail = frontend_->queue(3).availQva();
+	addr.used = mem_->qva() + kMemSize - 8; /* the used ring would straddle the region's end */
+	expectRefused(FrontendRequest::SetVringAddr, &addr, sizeof(addr));
+	addr.used = 0xdead0000;
+	expectRefused(FrontendRequest::SetVringAddr, &addr, sizeof(addr));
+	addr.used = frontend_->queue(3).usedQva() + 1; /* misaligned */
+	expectRefused(FrontendRequest::SetVringAddr, &addr, sizeof(addr));
+	expectStillServing();
+}
+
+TEST_F(HostileRequestTest, RunningRingCannotBeReconfigured)
+{
+	VringStateMsg state{ 1, 128 };
+	expectRefused(FrontendRequest::SetVringNum, &state, sizeof(state));
+	state = { 1, 7 };
+	expectRefused(FrontendRequest::SetVringBase, &state, sizeof(state));
+	expectStillServing();
+}
+
+TEST_F(HostileRequestTest, UnknownAndUnimplementedRequests)
+{
+	expectRefused(FrontendRequest::None, nullptr, 0);
+	expectRefused(static_cast<FrontendRequest>(999), nullptr, 0);
+	LogMsg log{ 4096, 0 };
+	expectRefused(FrontendRequest::SetLogBase, &log, sizeof(log));
+	/* A mandatory reply comes even for what vub does not implement, and only one. */
+	ASSERT_TRUE(frontend_->sendRaw(static_cast<uint32_t>(FrontendRequest::CheckDeviceState), nullptr, 0));
+	auto reply = frontend_->receiveReply();
+	ASSERT_TRUE(reply);
+	EXPECT_EQ((*reply)->size(), 8u);
+	EXPECT_NE((*reply)->payloadAs<uint64_t>(), 0u);
+	expectStillServing();
+}
+
+TEST_F(HostileRequestTest, FeaturesNotOfferedAreRefused)
+{
+	uint64_t features = frontend_->offeredFeatures() | virtio::bit(virtio::kFRingPacked);
+	expectRefused(FrontendRequest::SetFeatures, &features, 8);
+	uint64_t proto = protocol::mask(protocol::kLogShmfd);
+	expectRefused(FrontendRequest::SetProtocolFeatures, &proto, 8);
+	expectStillServing();
+}
+
+TEST_F(HostileRequestTest, OversizedHeaderClosesOnlyThisConnection)
+{
+	MessageHeader header{ static_cast<uint32_t>(FrontendRequest::GetFeatures), kVersion, 1u << 20 };
+	ASSERT_EQ(::send(frontend_->fd(), &header, sizeof(header), MSG_NOSIGNAL), 12);
+	EXPECT_TRUE(frontend_->peerClosed());
+	mem_ = GuestMemoryFd::create(kMemSize, kGpaBase);
+	connect();
+	ASSERT_TRUE(frontend_->negotiateQemu(options()));
+	expectStillServing();
+}
+
+} /* namespace */
+
+namespace {
+
+TEST_F(SampleBackendTest, RarpMtuAndStatusReachTheDevice)
+{
+	connect();
+	auto o = options();
+	o.protocolFeatures |= protocol::mask(protocol::kRarp) | protocol::mask(protocol::kMtu);
+	ASSERT_TRUE(frontend_->negotiateQemu(o));
+	ASSERT_TRUE(frontend_->sendRarp({ 0x52, 0x54, 0, 0x12, 0x34, 0x56 }));
+	EXPECT_EQ(backend_->lastRarpMac(), 0x563412005452ull);
+	ASSERT_TRUE(frontend_->netSetMtu(9000));
+	EXPECT_EQ(backend_->mtu(), 9000u);
+	EXPECT_FALSE(frontend_->netSetMtu(20)) << "an MTU below 68 must be refused";
+	auto status = frontend_->getStatus();
+	ASSERT_TRUE(status);
+	EXPECT_TRUE(*status & virtio::kStatusDriverOk);
+	EXPECT_EQ(backend_->status(), *status);
+}
+
+TEST_F(SampleBackendTest, ResetDeviceStopsEveryRing)
+{
+	connect();
+	ASSERT_TRUE(frontend_->negotiateQemu(options()));
+	ASSERT_TRUE(frontend_->resetDevice());
+	postReadable(1, 2, 16, SampleBackend::kFnvOffset);
+	frontend_->kick(1);
+	std::this_thread::sleep_for(std::chrono::milliseconds(100));
+	EXPECT_EQ(frontend_->queue(1).usedIdx(), 0u) << "a reset device touched its ring";
+	/* The front-end can set the device up again on the same connection. */
+	frontend_->queue(1).reset();
+	ASSERT_TRUE(frontend_->negotiateQemu(options()));
+	postReadable(1, 2, 16, SampleBackend::kFnvOffset);
+	frontend_->kick(1);
+	EXPECT_TRUE(waitUsed(1, 2));
+}
+
+TEST(SharedControlLoop, ManyDaemonsServeTheirFrontendsFromOneThread)
+{
+	constexpr int kDaemons = 8;
+	auto loop = EventLoop::create();
+	ASSERT_TRUE(loop);
+	ASSERT_TRUE((*loop)->startThread("vub-ctl-test"));
+	DaemonOptions options;
+	options.controlLoop = loop->get();
+	struct Port {
+		std::shared_ptr<SampleBackend> backend;
+		std::unique_ptr<VhostUserDaemon> daemon;
+		Listener listener;
+		std::unique_ptr<GuestMemoryFd> mem;
+		std::unique_ptr<TestFrontend> frontend;
+	};
+	std::vector<Port> ports(kDaemons);
+	for (int i = 0; i < kDaemons; i++) {
+		Port &p = ports[i];
+		std::string path = "/tmp/vub-shared-" + std::to_string(getpid()) + "-" + std::to_string(i);
+		p.backend = std::make_shared<SampleBackend>(2, 256, 1);
+		auto daemon = VhostUserDaemon::create("port" + std::to_string(i), p.backend, nullptr, options);
+		ASSERT_TRUE(daemon);
+		p.daemon = std::move(*daemon);
+		auto listener = Listener::create(path);
+		ASSERT_TRUE(listener);
+		p.listener = std::move(*listener);
+		ASSERT_TRUE(p.daemon->start(p.listener));
+		p.mem = GuestMemoryFd::create(1 << 20, kGpaBase);
+		p.frontend = TestFrontend::connect(path);
+		ASSERT_TRUE(p.frontend);
+	}
+	for (auto &p : ports) {
+		NegotiateOptions o;
+		o.queues = 2;
+		o.memory = { p.mem.get() };
+		ASSERT_TRUE(p.frontend->negotiateDpdk(o));
+		BufferSpec spec{ p.mem->alloc(64, 16), 64, false };
+		ASSERT_GE(p.frontend->queue(1).addChain(std::span(&spec, 1)), 0);
+		p.frontend->queue(1).publish();
+		p.frontend->kick(1);
+	}
+	for (auto &p : ports)
+		EXPECT_TRUE(waitFor([&] { return p.backend->counters(1).chains.load() == 1; }));
+	/* One front-end leaving does not disturb the others. */
+	ports[0].frontend.reset();
+	for (size_t i = 1; i < ports.size(); i++) {
+		BufferSpec spec{ ports[i].mem->alloc(64, 16), 64, false };
+		ASSERT_GE(ports[i].frontend->queue(1).addChain(std::span(&spec, 1)), 0);
+		ports[i].frontend->queue(1).publish();
+		ports[i].frontend->kick(1);
+		EXPECT_TRUE(waitFor([&] { return ports[i].backend->counters(1).chains.load() == 2; }));
+	}
+	for (auto &p : ports) {
+		p.frontend.reset();
+		p.daemon.reset();
+	}
+	(*loop)->stop();
+}
+
+/** A device that is not thread-safe, and that watches an fd of its own on its worker. */
+class CountingDevice final : public VhostUserBackendMut
+{
+public:
+	explicit CountingDevice(std::atomic<int> *events) : events_(events) {}
+	size_t numQueues() const override { return 2; }
+	size_t maxQueueSize() const override { return 256; }
+	uint64_t features() const override
+	{
+		return virtio::bit(virtio::kFVersion1) | virtio::bit(virtio::kVhostUserFProtocolFeatures);
+	}
+	uint64_t protocolFeatures() const override { return protocol::mask(protocol::kReplyAck); }
+	void setEventIdx(bool) override {}
+	Result<void> updateMemory(const GuestMemoryAtomic &) override { return {}; }
+	Result<void> handleEvent(uint16_t deviceEvent, uint32_t, std::span<VringT *const>, size_t) override
+	{
+		if (deviceEvent == kListenerData)
+			events_->fetch_add(1);
+		return {};
+	}
+	static constexpr uint64_t kListenerData = 100;
+
+private:
+	std::atomic<int> *events_;
+};
+
+TEST(BackendMut, ServedThroughMakeBackendWithItsOwnListener)
+{
+	std::atomic<int> events{ 0 };
+	auto backend = makeBackend(std::make_unique<CountingDevice>(&events));
+	auto daemon = VhostUserDaemon::create("mut", backend);
+	ASSERT_TRUE(daemon);
+	auto handlers = (*daemon)->getEpollHandlers();
+	ASSERT_EQ(handlers.size(), 1u);
+	auto fd = EventFd::create();
+	ASSERT_TRUE(fd);
+	EXPECT_FALSE(handlers[0]->registerListener(fd->fd(), EPOLLIN, 2)) << "data <= numQueues is reserved";
+	ASSERT_TRUE(handlers[0]->registerListener(fd->fd(), EPOLLIN | EPOLLET, CountingDevice::kListenerData));
+	fd->notify();
+	EXPECT_TRUE(waitFor([&] { return events.load() >= 1; }));
+	ASSERT_TRUE(handlers[0]->unregisterListener(fd->fd(), EPOLLIN, CountingDevice::kListenerData));
+	(*daemon)->stop();
+	EXPECT_TRUE((*daemon)->wait());
+}
+
+} /* namespace */
