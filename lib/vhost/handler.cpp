@@ -23,7 +23,7 @@ constexpr uint64_t kImplementedProtocolFeatures =
 	mask(protocol::kConfigureMemSlots) | mask(protocol::kStatus);
 
 /** How big a request's payload must be. */
-enum class Size : uint8_t { None, U64, State, Addr, MemTable, Region, Log, Iotlb, Config, Inflight, Any };
+enum class Size : uint8_t { None, U64, State, Addr, MemTable, Region, Log, Iotlb, Config, Inflight, Uuid, Any };
 /** Which fds a request carries. */
 enum class Fds : uint8_t { None, One, Vring, Regions, ZeroOrOne, Any };
 
@@ -78,8 +78,8 @@ constexpr Rule kRules[] = {
 	/* REM_MEM_REG */ { Size::Region, Fds::ZeroOrOne, false, true, protocol::kConfigureMemSlots },
 	/* SET_STATUS */ { Size::U64, Fds::None, false, true, protocol::kStatus },
 	/* GET_STATUS */ { Size::None, Fds::None, true, true, protocol::kStatus },
-	/* GET_SHARED_OBJECT */ { Size::Any, Fds::None, true, false, -1 },
-	/* SET_DEVICE_STATE_FD */ { Size::Any, Fds::One, true, false, -1 },
+	/* GET_SHARED_OBJECT */ { Size::Uuid, Fds::None, true, false, -1 },
+	/* SET_DEVICE_STATE_FD */ { Size::U64, Fds::One, true, false, -1 },
 	/* CHECK_DEVICE_STATE */ { Size::None, Fds::None, true, false, -1 },
 };
 static_assert(sizeof(kRules) / sizeof(kRules[0]) == static_cast<size_t>(FrontendRequest::Max));
@@ -118,6 +118,8 @@ bool sizeMatches(Size rule, const Message &msg)
 	}
 	case Size::Inflight:
 		return size == sizeof(InflightMsg);
+	case Size::Uuid:
+		return size == sizeof(SharedObjectMsg);
 	case Size::Any:
 		return true;
 	}
@@ -409,14 +411,14 @@ bool VhostUserHandler::handleMessage(Message &msg)
 
 	Reply reply;
 	Result<void> result;
-	if (!rule.implemented)
-		result = Error{ ENOTSUP, "request not implemented" };
-	else if (rule.protocolBit >= 0 && !protocolAcked(static_cast<unsigned>(rule.protocolBit)))
-		result = Error{ EPERM, "protocol feature of this request not negotiated" };
-	else if (!sizeMatches(rule.size, msg))
+	if (!sizeMatches(rule.size, msg))
 		result = Error{ EINVAL, "payload size does not match the request" };
 	else if (!fdsMatch(rule.fds, msg))
 		result = Error{ EBADF, "wrong number of fds for the request" };
+	else if (!rule.implemented)
+		result = Error{ ENOTSUP, "request not implemented" };
+	else if (rule.protocolBit >= 0 && !protocolAcked(static_cast<unsigned>(rule.protocolBit)))
+		result = Error{ EPERM, "protocol feature of this request not negotiated" };
 	else
 		result = dispatch(request, msg, reply);
 

@@ -775,3 +775,106 @@ TEST(BackendMut, ServedThroughMakeBackendWithItsOwnListener)
 }
 
 } /* namespace */
+
+namespace {
+
+class RingEnableTest : public SampleBackendTest
+{
+protected:
+	/** Set up queue 1 by hand, acking \a features, without any SET_VRING_ENABLE. */
+	void startQueueOne(uint64_t features)
+	{
+		connect();
+		ASSERT_TRUE(frontend_->prepareQueues(options()));
+		ASSERT_TRUE(frontend_->getFeatures());
+		ASSERT_TRUE(frontend_->setOwner());
+		ASSERT_TRUE(frontend_->setFeatures(features));
+		const GuestMemoryFd *regions[] = { mem_.get() };
+		ASSERT_TRUE(frontend_->setMemTable(regions));
+		ASSERT_TRUE(frontend_->setVringNum(1, frontend_->queue(1).size()));
+		ASSERT_TRUE(frontend_->setVringBase(1, 0));
+		ASSERT_TRUE(frontend_->setVringAddr(1, frontend_->queue(1)));
+		ASSERT_TRUE(frontend_->setVringKick(1, frontend_->kickFd(1)));
+		ASSERT_TRUE(frontend_->setVringCall(1, frontend_->callFd(1)));
+		postReadable(1, 2, 16, SampleBackend::kFnvOffset);
+		frontend_->kick(1);
+	}
+};
+
+TEST_F(RingEnableTest, RingsStartEnabledWithoutProtocolFeatures)
+{
+	startQueueOne(virtio::bit(virtio::kFVersion1));
+	EXPECT_TRUE(waitUsed(1, 2)) << "a ring must be enabled when bit 30 is not negotiated";
+}
+
+TEST_F(RingEnableTest, RingsWaitForEnableWithProtocolFeatures)
+{
+	startQueueOne(virtio::bit(virtio::kFVersion1) | virtio::bit(virtio::kVhostUserFProtocolFeatures));
+	std::this_thread::sleep_for(std::chrono::milliseconds(100));
+	EXPECT_EQ(frontend_->queue(1).usedIdx(), 0u) << "processed before SET_VRING_ENABLE";
+	ASSERT_TRUE(frontend_->setVringEnable(1, true));
+	EXPECT_TRUE(waitUsed(1, 2));
+}
+
+/** The sample device plus an exit event of its own for its one worker. */
+class ExitingDevice final : public VhostUserBackend
+{
+public:
+	explicit ExitingDevice(EventFd exit) : exit_(std::move(exit)), inner_(2, 256, 1) {}
+	size_t numQueues() const override { return inner_.numQueues(); }
+	size_t maxQueueSize() const override { return inner_.maxQueueSize(); }
+	uint64_t features() const override { return inner_.features(); }
+	uint64_t protocolFeatures() const override { return inner_.protocolFeatures(); }
+	void setEventIdx(bool) override {}
+	Result<void> updateMemory(const GuestMemoryAtomic &) override { return {}; }
+	std::optional<EventFd> exitEvent(size_t) const override
+	{
+		return EventFd(UniqueFd(::dup(exit_.fd())));
+	}
+	Result<void> handleEvent(uint16_t e, uint32_t ev, std::span<VringT *const> v, size_t t) override
+	{
+		return inner_.handleEvent(e, ev, v, t);
+	}
+	const SampleBackend &inner() const { return inner_; }
+
+private:
+	EventFd exit_;
+	SampleBackend inner_;
+};
+
+TEST(BackendExitEvent, WritingItStopsTheWorker)
+{
+	auto exit = EventFd::create();
+	ASSERT_TRUE(exit);
+	int exitFd = exit->fd();
+	auto device = std::make_shared<ExitingDevice>(std::move(*exit));
+	auto daemon = VhostUserDaemon::create("exit", device);
+	ASSERT_TRUE(daemon);
+	std::string path = "/tmp/vub-exit-" + std::to_string(getpid()) + ".sock";
+	auto listener = Listener::create(path);
+	ASSERT_TRUE(listener);
+	ASSERT_TRUE((*daemon)->start(*listener));
+	auto mem = GuestMemoryFd::create(1 << 20, kGpaBase);
+	auto frontend = TestFrontend::connect(path);
+	ASSERT_TRUE(frontend);
+	NegotiateOptions o;
+	o.memory = { mem.get() };
+	ASSERT_TRUE(frontend->negotiateDpdk(o));
+	auto post = [&] {
+		BufferSpec spec{ mem->alloc(16, 16), 16, false };
+		ASSERT_GE(frontend->queue(1).addChain(std::span(&spec, 1)), 0);
+		frontend->queue(1).publish();
+		frontend->kick(1);
+	};
+	post();
+	ASSERT_TRUE(waitFor([&] { return frontend->queue(1).usedIdx() == 1; }));
+	uint64_t one = 1;
+	ASSERT_EQ(::write(exitFd, &one, sizeof(one)), 8);
+	std::this_thread::sleep_for(std::chrono::milliseconds(50));
+	post();
+	std::this_thread::sleep_for(std::chrono::milliseconds(100));
+	EXPECT_EQ(frontend->queue(1).usedIdx(), 1u) << "the worker went on after its exit event";
+	EXPECT_TRUE(frontend->getFeatures()) << "the control thread is not affected";
+}
+
+} /* namespace */
