@@ -26,7 +26,9 @@ namespace {
 void usage(const char *prog)
 {
 	std::printf("Usage: %s --socket PATH [--client] [--queues N] [--queue-size N] [--threads N]\n"
-		    "          [--log-level error|warning|info|debug]\n"
+		    "          [--poll [--poll-idle-us N] [--cpus C0,C1...]] [--log-level LEVEL]\n"
+		    "--poll runs one polling worker per thread instead of sleeping on kicks; with\n"
+		    "--poll-idle-us it sleeps on kicks after N us without work; --cpus pins them.\n"
 		    "Serves the sample vhost-user device on PATH (server mode, or client mode with\n"
 		    "--client). Prints per-queue counters on SIGINT/SIGTERM and exits.\n",
 		    prog);
@@ -41,7 +43,11 @@ int main(int argc, char **argv)
 	size_t queues = 2;
 	size_t queueSize = 1024;
 	size_t threads = 1;
+	DaemonOptions daemonOptions;
 	static const option longOptions[] = {
+		{ "poll", no_argument, nullptr, 'p' },
+		{ "poll-idle-us", required_argument, nullptr, 'i' },
+		{ "cpus", required_argument, nullptr, 'u' },
 		{ "socket", required_argument, nullptr, 's' },
 		{ "client", no_argument, nullptr, 'c' },
 		{ "queues", required_argument, nullptr, 'q' },
@@ -52,13 +58,28 @@ int main(int argc, char **argv)
 		{ nullptr, 0, nullptr, 0 },
 	};
 	int opt;
-	while ((opt = getopt_long(argc, argv, "s:cq:n:t:l:h", longOptions, nullptr)) != -1) {
+	while ((opt = getopt_long(argc, argv, "s:cpi:u:q:n:t:l:h", longOptions, nullptr)) != -1) {
 		switch (opt) {
 		case 's':
 			socketPath = optarg;
 			break;
 		case 'c':
 			client = true;
+			break;
+		case 'p':
+			daemonOptions.polling = true;
+			break;
+		case 'i':
+			daemonOptions.pollIdleUs = static_cast<unsigned>(std::strtoul(optarg, nullptr, 0));
+			break;
+		case 'u':
+			for (char *p = optarg; *p;) {
+				daemonOptions.pollCpus.push_back(static_cast<int>(std::strtol(p, &p, 0)));
+				if (*p == ',')
+					p++;
+				else if (*p)
+					break;
+			}
 			break;
 		case 'q':
 			queues = std::strtoul(optarg, nullptr, 0);
@@ -103,7 +124,9 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	auto backend = std::make_shared<sample::SampleBackend>(queues, queueSize, threads);
-	auto daemon = VhostUserDaemon::create<VringMutex>("sample", backend);
+	auto daemon = daemonOptions.polling
+			      ? VhostUserDaemon::create<VringPolled>("sample", backend, nullptr, daemonOptions)
+			      : VhostUserDaemon::create<VringMutex>("sample", backend, nullptr, daemonOptions);
 	if (!daemon) {
 		std::fprintf(stderr, "vub-sample-backend: %s: %s\n", daemon.error().what,
 			     std::strerror(daemon.error().code));

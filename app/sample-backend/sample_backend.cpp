@@ -80,57 +80,74 @@ void SampleBackend::publish(VringState &vring, QueueCounters &c)
 	}
 }
 
+unsigned SampleBackend::processBurst(size_t queue, VringState &vring, unsigned max)
+{
+	QueueCounters &c = counters_[queue];
+	const GuestMemory *mem = vring.memory().memory();
+	SplitQueue &q = vring.getQueue();
+	uint64_t hash = c.readHash.load(std::memory_order_relaxed);
+	uint64_t readBytes = 0, writtenBytes = 0;
+	unsigned n = 0, good = 0;
+	for (; n < max; n++) {
+		DescriptorChain chain;
+		auto status = q.pop(*mem, storage_[queue], chain);
+		if (status == SplitQueue::PopStatus::Empty)
+			break;
+		if (status == SplitQueue::PopStatus::Broken) {
+			c.broken.fetch_add(1, std::memory_order_relaxed);
+			vring.signalError();
+			break;
+		}
+		uint32_t written = 0;
+		if (status == SplitQueue::PopStatus::BadChain) {
+			c.badChains.fetch_add(1, std::memory_order_relaxed);
+		} else {
+			for (const DescBuffer &b : chain.pieces()) {
+				if (b.writable) {
+					for (uint32_t i = 0; i < b.len; i++)
+						b.hva[i] = static_cast<uint8_t>(queue + written + i);
+					written += b.len;
+				} else {
+					for (uint32_t i = 0; i < b.len; i++)
+						hash = (hash ^ b.hva[i]) * kFnvPrime;
+				}
+			}
+			readBytes += chain.readableBytes;
+			writtenBytes += written;
+			good++;
+		}
+		q.addUsed(chain.head, written);
+	}
+	if (n == 0)
+		return 0;
+	/* One used-index store and at most one notification per burst. */
+	c.chains.fetch_add(good, std::memory_order_relaxed);
+	c.readBytes.fetch_add(readBytes, std::memory_order_relaxed);
+	c.writtenBytes.fetch_add(writtenBytes, std::memory_order_relaxed);
+	c.readHash.store(hash, std::memory_order_relaxed);
+	publish(vring, c);
+	return n;
+}
+
 Result<void> SampleBackend::handleEvent(uint16_t deviceEvent, uint32_t, std::span<VringT *const> vrings,
 					size_t threadId)
 {
 	if (deviceEvent >= vrings.size())
 		return {};
 	size_t queue = threadId + deviceEvent * threads_; /* the inverse of queuesPerThread() */
-	QueueCounters &c = counters_[queue];
 	auto vring = vrings[deviceEvent]->getMut();
-	const GuestMemory *mem = vring->memory().memory();
 	SplitQueue &q = vring->getQueue();
-	uint64_t hash = c.readHash.load(std::memory_order_relaxed);
 	do {
 		q.disableNotification();
-		unsigned returned = 0;
-		for (;;) {
-			DescriptorChain chain;
-			auto status = q.pop(*mem, storage_[queue], chain);
-			if (status == SplitQueue::PopStatus::Empty)
-				break;
-			if (status == SplitQueue::PopStatus::Broken) {
-				c.broken.fetch_add(1, std::memory_order_relaxed);
-				vring->signalError();
-				break;
-			}
-			uint32_t written = 0;
-			if (status == SplitQueue::PopStatus::BadChain) {
-				c.badChains.fetch_add(1, std::memory_order_relaxed);
-			} else {
-				for (const DescBuffer &b : chain.pieces()) {
-					if (b.writable) {
-						for (uint32_t i = 0; i < b.len; i++)
-							b.hva[i] = static_cast<uint8_t>(queue + written + i);
-						written += b.len;
-					} else {
-						for (uint32_t i = 0; i < b.len; i++)
-							hash = (hash ^ b.hva[i]) * kFnvPrime;
-					}
-				}
-				c.chains.fetch_add(1, std::memory_order_relaxed);
-				c.readBytes.fetch_add(chain.readableBytes, std::memory_order_relaxed);
-				c.writtenBytes.fetch_add(written, std::memory_order_relaxed);
-			}
-			q.addUsed(chain.head, written);
-			/* Publish in batches of 32, as a burst would. */
-			if (++returned % 32 == 0)
-				publish(*vring, c);
+		while (processBurst(queue, *vring, kBurst) == kBurst) {
 		}
-		publish(*vring, c);
 	} while (!q.isBroken() && q.enableNotification());
-	c.readHash.store(hash, std::memory_order_relaxed);
 	return {};
+}
+
+unsigned SampleBackend::pollQueue(uint16_t queueIndex, VringState &vring, size_t)
+{
+	return processBurst(queueIndex, vring, kBurst);
 }
 
 void SampleBackend::printStats() const

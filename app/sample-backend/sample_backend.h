@@ -54,6 +54,7 @@ public:
 	void setStatus(uint8_t status) override { status_.store(status); }
 	Result<void> handleEvent(uint16_t deviceEvent, uint32_t evset,
 				 std::span<vhost::VringT *const> vrings, size_t threadId) override;
+	unsigned pollQueue(uint16_t queueIndex, vhost::VringState &vring, size_t threadId) override;
 
 	const QueueCounters &counters(size_t queue) const { return counters_[queue]; }
 	uint64_t lastRarpMac() const { return rarpMac_.load(); }
@@ -64,8 +65,11 @@ public:
 
 private:
 	static constexpr size_t kMaxPieces = 1024;
+	static constexpr unsigned kBurst = 32;
 
 	void publish(vhost::VringState &vring, QueueCounters &c);
+	/** \brief Take at most \a max chains, return them, publish and notify once. */
+	unsigned processBurst(size_t queue, vhost::VringState &vring, unsigned max);
 
 	size_t queueSize_;
 	size_t threads_;

@@ -3,8 +3,11 @@
 
 #include <pthread.h>
 
+#include <chrono>
+
 #include "handler.h"
 #include "vub/base/log.h"
+#include "vub/base/topology.h"
 
 namespace vub::vhost {
 
@@ -91,14 +94,124 @@ void VringEpollHandler::sendExitEvent()
 		exit_.notify();
 }
 
-Result<void> VringEpollHandler::watchKick(int fd, uint16_t localIndex)
+/* VringPoller */
+
+VringPoller::~VringPoller()
 {
-	return epoll_.add(fd, EPOLLIN, localIndex);
+	stop();
+	if (thread_.joinable())
+		thread_.join();
 }
 
-void VringEpollHandler::unwatchKick(int fd)
+Result<void> VringPoller::start(const char *name, int cpu)
 {
-	epoll_.remove(fd);
+	auto epoll = Epoll::create();
+	if (!epoll)
+		return epoll.error();
+	epoll_ = std::move(*epoll);
+	auto exit = EventFd::create();
+	if (!exit)
+		return exit.error();
+	exit_ = std::move(*exit);
+	VUB_TRY(epoll_.add(exit_.fd(), EPOLLIN, UINT64_MAX));
+	thread_ = std::thread([this, cpu] {
+		if (cpu >= 0) {
+			auto pinned = Topology::pinThisThread(static_cast<unsigned>(cpu));
+			if (!pinned)
+				VUB_LOG(Daemon, Warning, "poller %zu: cannot pin to cpu %d", threadId_, cpu);
+		}
+		run();
+	});
+	pthread_setname_np(thread_.native_handle(), name);
+	return {};
+}
+
+void VringPoller::stop()
+{
+	stopping_.store(true, std::memory_order_release);
+	if (exit_.isValid())
+		exit_.notify();
+}
+
+unsigned VringPoller::pollOnce()
+{
+	if (!reader_) {
+		auto reader = rcu_->registerReader();
+		if (!reader)
+			return 0;
+		reader_.emplace(std::move(*reader));
+	}
+	unsigned handled = 0;
+	for (Ring &ring : rings_) {
+		VringState *state = ring.vring->pollable();
+		if (!state)
+			continue;
+		uint32_t generation = ring.vring->generation();
+		if (ring.armedGeneration != generation) {
+			/* New or changed ring: while it is polled, the guest need not kick. */
+			state->disableNotification();
+			ring.armedGeneration = generation;
+		}
+		handled += backend_->pollQueue(ring.queueIndex, *state, threadId_);
+	}
+	reader_->quiescent();
+	rounds_.fetch_add(1, std::memory_order_relaxed);
+	if (handled)
+		busyRounds_.fetch_add(1, std::memory_order_relaxed);
+	return handled;
+}
+
+bool VringPoller::armKicks()
+{
+	for (Ring &ring : rings_) {
+		VringState *state = ring.vring->pollable();
+		if (state && state->enableNotification())
+			return false;
+	}
+	return true;
+}
+
+void VringPoller::sleepOnKicks()
+{
+	sleeps_.fetch_add(1, std::memory_order_relaxed);
+	epoll_event events[16];
+	reader_->offline();
+	/* A bounded sleep: a ring that became pollable without a kick is seen within 100 ms. */
+	auto n = epoll_.wait(events, 100);
+	reader_->online();
+	if (!n)
+		return;
+	for (int i = 0; i < *n; i++) {
+		uint64_t token = events[i].data.u64;
+		if (token < rings_.size()) {
+			VringState *state = rings_[token].vring->pollable();
+			if (state)
+				state->readKick();
+		}
+	}
+	/* Back to polling: kicks off again on every ring. */
+	for (Ring &ring : rings_)
+		ring.armedGeneration = ring.vring->generation() - 1;
+}
+
+void VringPoller::run()
+{
+	auto idleSince = std::chrono::steady_clock::now();
+	while (!stopping_.load(std::memory_order_acquire)) {
+		if (pollOnce() != 0) {
+			idleSince = std::chrono::steady_clock::now();
+			continue;
+		}
+		if (idleUs_ == 0)
+			continue;
+		auto idle = std::chrono::steady_clock::now() - idleSince;
+		if (idle < std::chrono::microseconds(idleUs_))
+			continue;
+		if (armKicks())
+			sleepOnKicks();
+		idleSince = std::chrono::steady_clock::now();
+	}
+	reader_.reset();
 }
 
 /* VhostUserDaemon */
@@ -182,6 +295,11 @@ void VhostUserDaemon::stop()
 std::vector<VringEpollHandler *> VhostUserDaemon::getEpollHandlers() const
 {
 	return handler_->epollHandlers();
+}
+
+std::vector<VringPoller *> VhostUserDaemon::getPollers() const
+{
+	return handler_->pollers();
 }
 
 bool VhostUserDaemon::isConnected() const

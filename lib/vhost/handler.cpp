@@ -196,41 +196,101 @@ VhostUserHandler::create(std::string name, std::shared_ptr<VhostUserBackend> bac
 	for (auto &slot : h->vrings_)
 		slot.vring = factory(*h->mem_, static_cast<uint16_t>(maxQueueSize));
 
+	VUB_TRY(options.polling ? h->createPollers(masks) : h->createWorkers(masks));
+	return h;
+}
+
+/** Which thread each vring goes to: the first mask with its bit. \return -1 for none. */
+static int threadOfQueue(const std::vector<uint64_t> &masks, size_t queue)
+{
+	for (size_t t = 0; t < masks.size(); t++) {
+		if (queue < 64 && (masks[t] & (uint64_t{ 1 } << queue)))
+			return static_cast<int>(t);
+	}
+	return -1;
+}
+
+static std::string threadName(const char *prefix, size_t index, const std::string &name)
+{
+	std::string thread = prefix + std::to_string(index) + "-" + name;
+	thread.resize(std::min<size_t>(thread.size(), 15));
+	return thread;
+}
+
+Result<void> VhostUserHandler::createWorkers(const std::vector<uint64_t> &masks)
+{
 	for (size_t t = 0; t < masks.size(); t++) {
 		std::unique_ptr<VringEpollHandler> worker(new VringEpollHandler());
-		worker->backend_ = h->backend_;
-		worker->numQueues_ = numQueues;
+		worker->backend_ = backend_;
+		worker->numQueues_ = vrings_.size();
 		worker->threadId_ = t;
-		worker->rcu_ = &h->mem_->rcu();
-		for (size_t q = 0; q < numQueues && q < 64; q++) {
-			if (!(masks[t] & (uint64_t{ 1 } << q)) || h->vrings_[q].worker)
-				continue;
-			h->vrings_[q].worker = worker.get();
-			h->vrings_[q].localIndex = static_cast<uint16_t>(worker->vrings_.size());
-			worker->vrings_.push_back(h->vrings_[q].vring.get());
-		}
-		h->workers_.push_back(std::move(worker));
-	}
-	for (auto &slot : h->vrings_) {
-		if (!slot.worker)
-			return Error{ EINVAL, "a vring is in no thread of queuesPerThread()" };
-	}
-	for (auto &worker : h->workers_) {
-		auto exit = worker->backend_->exitEvent(worker->threadId_);
+		worker->rcu_ = &mem_->rcu();
+		auto exit = backend_->exitEvent(t);
 		if (exit)
 			worker->backendExit_ = std::move(*exit);
-		std::string thread = "vub-w" + std::to_string(worker->threadId_) + "-" + h->name_;
-		thread.resize(std::min<size_t>(thread.size(), 15));
-		VUB_TRY(worker->start(thread.c_str()));
+		VUB_TRY(worker->start(threadName("vub-w", t, name_).c_str()));
+		workers_.push_back(std::move(worker));
 	}
-	return h;
+	for (size_t q = 0; q < vrings_.size(); q++) {
+		int t = threadOfQueue(masks, q);
+		if (t < 0)
+			return Error{ EINVAL, "a vring is in no thread of queuesPerThread()" };
+		VringEpollHandler &worker = *workers_[t];
+		vrings_[q].kickEpoll = &worker.epoll_;
+		vrings_[q].localIndex = static_cast<uint16_t>(worker.vrings_.size());
+		/* The worker reads vrings_ only for tokens registered later, by this thread. */
+		worker.vrings_.push_back(vrings_[q].vring.get());
+	}
+	return {};
+}
+
+Result<void> VhostUserHandler::createPollers(const std::vector<uint64_t> &masks)
+{
+	std::vector<std::unique_ptr<VringPoller>> pollers;
+	for (size_t t = 0; t < masks.size(); t++) {
+		std::unique_ptr<VringPoller> poller(new VringPoller());
+		poller->backend_ = backend_;
+		poller->threadId_ = t;
+		poller->idleUs_ = options_.pollIdleUs;
+		poller->rcu_ = &mem_->rcu();
+		pollers.push_back(std::move(poller));
+	}
+	for (size_t q = 0; q < vrings_.size(); q++) {
+		int t = threadOfQueue(masks, q);
+		if (t < 0)
+			return Error{ EINVAL, "a vring is in no thread of queuesPerThread()" };
+		VringPolled *polled = vrings_[q].vring->asPolled();
+		if (!polled)
+			return Error{ EINVAL, "polling needs VringPolled vrings" };
+		VringPoller &poller = *pollers[t];
+		vrings_[q].kickEpoll = &poller.epoll_;
+		vrings_[q].localIndex = static_cast<uint16_t>(poller.rings_.size());
+		poller.rings_.push_back({ polled, static_cast<uint16_t>(q), 0 });
+	}
+	for (size_t t = 0; t < pollers.size(); t++) {
+		int cpu = t < options_.pollCpus.size() ? options_.pollCpus[t] : -1;
+		VUB_TRY(pollers[t]->start(threadName("vub-p", t, name_).c_str(), cpu));
+	}
+	pollers_ = std::move(pollers);
+	return {};
 }
 
 VhostUserHandler::~VhostUserHandler()
 {
 	for (auto &worker : workers_)
 		worker->sendExitEvent();
+	for (auto &poller : pollers_)
+		poller->stop();
 	workers_.clear(); /* joins */
+	pollers_.clear();
+}
+
+std::vector<VringPoller *> VhostUserHandler::pollers() const
+{
+	std::vector<VringPoller *> out;
+	for (const auto &p : pollers_)
+		out.push_back(p.get());
+	return out;
 }
 
 std::vector<VringEpollHandler *> VhostUserHandler::epollHandlers() const
@@ -375,6 +435,8 @@ void VhostUserHandler::shutdown()
 	listener_ = nullptr;
 	for (auto &worker : workers_)
 		worker->sendExitEvent();
+	for (auto &poller : pollers_)
+		poller->stop();
 }
 
 void VhostUserHandler::resetDeviceState()
@@ -763,14 +825,19 @@ void VhostUserHandler::updateKickWatch(VringSlot &slot)
 	}
 	if (fd == slot.watchedKickFd)
 		return;
-	if (slot.watchedKickFd >= 0)
-		slot.worker->unwatchKick(slot.watchedKickFd);
-	slot.watchedKickFd = -1;
+	unwatchKick(slot);
 	if (fd >= 0) {
 		/* Level-triggered: a kick that came before the watch is seen at once. */
-		if (slot.worker->watchKick(fd, slot.localIndex))
+		if (slot.kickEpoll->add(fd, EPOLLIN, slot.localIndex))
 			slot.watchedKickFd = fd;
 	}
+}
+
+void VhostUserHandler::unwatchKick(VringSlot &slot)
+{
+	if (slot.watchedKickFd >= 0)
+		slot.kickEpoll->remove(slot.watchedKickFd);
+	slot.watchedKickFd = -1;
 }
 
 Result<void> VhostUserHandler::setVringFd(FrontendRequest request, Message &msg)
@@ -787,10 +854,7 @@ Result<void> VhostUserHandler::setVringFd(FrontendRequest request, Message &msg)
 
 	switch (request) {
 	case FrontendRequest::SetVringKick:
-		if (s.watchedKickFd >= 0) {
-			s.worker->unwatchKick(s.watchedKickFd);
-			s.watchedKickFd = -1;
-		}
+		unwatchKick(s);
 		if (noFd) {
 			/* Polling or in-band kicks: our own eventfd stands in for the front-end's. */
 			auto own = EventFd::create();

@@ -45,6 +45,7 @@ public:
 	bool isConnected() const { return connection_.isValid(); }
 	uint64_t connectionCount() const { return connections_; }
 	std::vector<VringEpollHandler *> epollHandlers() const;
+	std::vector<VringPoller *> pollers() const;
 	std::vector<VringT *> vrings() const;
 
 	/**
@@ -57,8 +58,8 @@ public:
 private:
 	struct VringSlot {
 		std::unique_ptr<VringT> vring;
-		VringEpollHandler *worker = nullptr;
-		uint16_t localIndex = 0;
+		Epoll *kickEpoll = nullptr; /**< the epoll of the worker or poller that owns the ring */
+		uint16_t localIndex = 0;    /**< the ring's token in that epoll */
 		int watchedKickFd = -1;
 		bool kickIsInternal = false; /**< NOFD kick: in-band VRING_KICK writes our own eventfd */
 	};
@@ -85,6 +86,9 @@ private:
 	void onReadable(uint32_t events);
 	void acceptPending();
 	void scheduleReconnect();
+	Result<void> createWorkers(const std::vector<uint64_t> &masks);
+	Result<void> createPollers(const std::vector<uint64_t> &masks);
+	void unwatchKick(VringSlot &slot);
 	void resetDeviceState();
 
 	/* Requests. */
@@ -122,6 +126,7 @@ private:
 	DaemonOptions options_;
 	std::vector<VringSlot> vrings_;
 	std::vector<std::unique_ptr<VringEpollHandler>> workers_;
+	std::vector<std::unique_ptr<VringPoller>> pollers_;
 	std::vector<std::shared_ptr<MemoryRegion>> regions_;
 
 	uint64_t offeredFeatures_ = 0;

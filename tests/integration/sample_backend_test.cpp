@@ -66,7 +66,7 @@ protected:
 		path_ = "/tmp/vub-e2e-" + std::to_string(getpid()) + "-" +
 			::testing::UnitTest::GetInstance()->current_test_info()->name() + ".sock";
 		backend_ = std::make_shared<SampleBackend>(4, 1024, 2);
-		auto daemon = VhostUserDaemon::create<VringMutex>("e2e", backend_);
+		auto daemon = makeDaemon();
 		ASSERT_TRUE(daemon) << daemon.error().what;
 		daemon_ = std::move(*daemon);
 		auto listener = Listener::create(path_);
@@ -81,6 +81,11 @@ protected:
 	{
 		frontend_.reset();
 		daemon_.reset();
+	}
+
+	virtual Result<std::unique_ptr<VhostUserDaemon>> makeDaemon()
+	{
+		return VhostUserDaemon::create<VringMutex>("e2e", backend_);
 	}
 
 	NegotiateOptions options(uint64_t extraFeatures = 0)
@@ -875,6 +880,121 @@ TEST(BackendExitEvent, WritingItStopsTheWorker)
 	std::this_thread::sleep_for(std::chrono::milliseconds(100));
 	EXPECT_EQ(frontend->queue(1).usedIdx(), 1u) << "the worker went on after its exit event";
 	EXPECT_TRUE(frontend->getFeatures()) << "the control thread is not affected";
+}
+
+} /* namespace */
+
+namespace {
+
+/** The same device served by polling workers (two threads, adaptive after 2 ms idle). */
+class PollingTest : public SampleBackendTest
+{
+protected:
+	Result<std::unique_ptr<VhostUserDaemon>> makeDaemon() override
+	{
+		DaemonOptions o;
+		o.polling = true;
+		o.pollIdleUs = idleUs_;
+		return VhostUserDaemon::create<VringPolled>("e2e-poll", backend_, nullptr, o);
+	}
+	unsigned idleUs_ = 2000;
+};
+
+/** Pollers that never sleep: NO_NOTIFY must then stay set the whole time. */
+class BusyPollingTest : public PollingTest
+{
+protected:
+	BusyPollingTest() { idleUs_ = 0; }
+};
+
+TEST_F(BusyPollingTest, ConsumesWithoutKicksAndTellsTheGuestNotToKick)
+{
+	connect();
+	ASSERT_TRUE(frontend_->negotiateQemu(options()));
+	ASSERT_EQ(daemon_->getPollers().size(), 2u);
+	EXPECT_TRUE(daemon_->getEpollHandlers().empty());
+	/* Never kick. */
+	for (uint16_t round = 1; round <= 50; round++) {
+		postReadable(1, 1, 16, SampleBackend::kFnvOffset);
+		ASSERT_TRUE(waitUsed(1, round)) << "round " << round;
+		EXPECT_TRUE(frontend_->queue(1).usedFlags() & virtio::kUsedFNoNotify)
+			<< "a polled ring must tell the guest not to kick";
+	}
+	EXPECT_EQ(backend_->counters(1).chains.load(), 50u);
+}
+
+TEST_F(PollingTest, SleepsOnKicksWhenIdleAndWakesOnAKick)
+{
+	connect();
+	ASSERT_TRUE(frontend_->negotiateQemu(options()));
+	VringPoller *poller = daemon_->getPollers()[1]; /* queue 1 is on thread 1 of 2 */
+	ASSERT_TRUE(waitFor([&] { return poller->sleeps() > 0; })) << "idle poller never slept";
+	EXPECT_TRUE(waitFor([&] { return (frontend_->queue(1).usedFlags() & virtio::kUsedFNoNotify) == 0; }))
+		<< "kicks must be asked for before sleeping";
+	auto start = std::chrono::steady_clock::now();
+	postReadable(1, 3, 16, SampleBackend::kFnvOffset);
+	frontend_->kick(1);
+	ASSERT_TRUE(waitUsed(1, 3));
+	EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(90))
+		<< "woken by the 100 ms timeout, not by the kick";
+}
+
+TEST_F(PollingTest, MemoryTableReplacedWhileTrafficRuns)
+{
+	connect();
+	ASSERT_TRUE(frontend_->negotiateQemu(options()));
+	std::atomic<bool> stop{ false };
+	std::atomic<unsigned> returned{ 0 };
+	uint64_t pool = mem_->alloc(64 * 128, 64);
+	std::thread traffic([&] {
+		SplitDriver &d = frontend_->queue(1);
+		unsigned posted = 0;
+		while (!stop.load() || d.inFlight() > 0) {
+			while (!stop.load() && d.numFree() > 0 && d.inFlight() < 64) {
+				BufferSpec spec{ pool + (posted % 64) * 128, 128, false };
+				d.addChain(std::span(&spec, 1));
+				posted++;
+			}
+			d.publish();
+			returned += static_cast<unsigned>(d.collectUsed().size());
+			std::this_thread::yield();
+		}
+	});
+	for (int i = 0; i < 10; i++) {
+		const GuestMemoryFd *regions[] = { mem_.get() };
+		ASSERT_TRUE(frontend_->setMemTable(regions)) << "SET_MEM_TABLE " << i;
+		std::this_thread::sleep_for(std::chrono::milliseconds(5));
+	}
+	stop = true;
+	traffic.join();
+	EXPECT_GT(returned.load(), 0u);
+	EXPECT_EQ(backend_->counters(1).badChains.load(), 0u);
+	EXPECT_EQ(frontend_->queue(1).badUsedIds(), 0u);
+}
+
+TEST_F(PollingTest, NothingMovesAfterGetVringBase)
+{
+	connect();
+	ASSERT_TRUE(frontend_->negotiateQemu(options()));
+	postReadable(1, 8, 16, SampleBackend::kFnvOffset);
+	ASSERT_TRUE(waitUsed(1, 8));
+	auto base = frontend_->stopQueue(1);
+	ASSERT_TRUE(base);
+	EXPECT_EQ(*base, 8u);
+	postReadable(1, 4, 16, SampleBackend::kFnvOffset);
+	std::this_thread::sleep_for(std::chrono::milliseconds(50));
+	EXPECT_EQ(frontend_->queue(1).usedIdx(), 8u) << "a stopped ring was polled";
+	ASSERT_TRUE(frontend_->restartQueue(1, *base));
+	EXPECT_TRUE(waitUsed(1, 12));
+}
+
+TEST(PollingDaemon, RefusesVringsThatAreNotPolled)
+{
+	DaemonOptions o;
+	o.polling = true;
+	auto daemon = VhostUserDaemon::create<VringMutex>("bad", std::make_shared<SampleBackend>(2, 256, 1),
+							  nullptr, o);
+	EXPECT_FALSE(daemon);
 }
 
 } /* namespace */

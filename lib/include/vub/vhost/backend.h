@@ -16,6 +16,7 @@ namespace vub::vhost {
 
 class BackendChannel;
 class GuestMemoryAtomic;
+class VringState;
 class VringT;
 
 /**
@@ -86,6 +87,19 @@ public:
 	 */
 	virtual Result<void> handleEvent(uint16_t deviceEvent, uint32_t evset,
 					 std::span<VringT *const> vrings, size_t threadId) = 0;
+	/**
+	 * \brief Polling mode (DaemonOptions::polling): process at most one burst of queue
+	 * \a queueIndex, which is started and enabled, on poll worker \a threadId, and notify
+	 * the guest at most once. Called in a loop; no lock is held and none may be taken per
+	 * packet. \return the chains handled (0 when the ring was empty).
+	 */
+	virtual unsigned pollQueue(uint16_t queueIndex, VringState &vring, size_t threadId)
+	{
+		(void)queueIndex;
+		(void)vring;
+		(void)threadId;
+		return 0;
+	}
 	/** \brief RESET_DEVICE, and a front-end gone: back to the state of a new device. */
 	virtual void resetDevice() {}
 	/** \brief SEND_RARP: broadcast a RARP for \a mac (offered with protocol feature RARP). */

@@ -54,8 +54,6 @@ private:
 	VringEpollHandler() = default;
 	Result<void> start(const char *name);
 	void run();
-	Result<void> watchKick(int fd, uint16_t localIndex);
-	void unwatchKick(int fd);
 
 	std::shared_ptr<VhostUserBackend> backend_;
 	std::vector<VringT *> vrings_;
@@ -68,6 +66,63 @@ private:
 	std::thread thread_;
 };
 
+/**
+ * \brief A polling worker: processes its vrings in bursts, in a loop, with no syscall, lock or
+ * allocation per packet (VhostUserBackend::pollQueue once per ring per round).
+ *
+ * While it polls, the guest is told not to kick (VRING_USED_F_NO_NOTIFY, or avail_event left
+ * behind with EVENT_IDX). In adaptive mode (idleUs > 0), after idleUs without work it asks for
+ * kicks again and sleeps on the kick eventfds until one comes, then polls again. It is an RCU
+ * reader that reports a quiescent state once per round, which is how the control thread parks
+ * a ring (VringPolled). run() on the daemon's own thread, or pollOnce() from a caller's loop
+ * (a DPDK lcore). Thread-bound to the thread that polls.
+ */
+class VringPoller
+{
+public:
+	~VringPoller();
+
+	/** \brief One round: one burst on each ring that may be processed. \return chains handled. */
+	unsigned pollOnce();
+	/** \brief Poll until stop(); sleeps on kicks after idleUs idle (0: never sleeps). */
+	void run();
+	/** \brief Make run() return. Thread-safe. */
+	void stop();
+	size_t threadId() const { return threadId_; }
+	/** \brief Rounds that found work, rounds in all, and sleeps on kicks so far. */
+	uint64_t busyRounds() const { return busyRounds_.load(std::memory_order_relaxed); }
+	uint64_t rounds() const { return rounds_.load(std::memory_order_relaxed); }
+	uint64_t sleeps() const { return sleeps_.load(std::memory_order_relaxed); }
+
+private:
+	friend class VhostUserHandler;
+	struct Ring {
+		VringPolled *vring;
+		uint16_t queueIndex;
+		uint32_t armedGeneration; /**< generation for which kicks were last disabled */
+	};
+
+	VringPoller() = default;
+	Result<void> start(const char *name, int cpu);
+	/** \brief Ask for kicks on every idle ring. \return false if one had work meanwhile. */
+	bool armKicks();
+	void sleepOnKicks();
+
+	std::shared_ptr<VhostUserBackend> backend_;
+	std::vector<Ring> rings_;
+	size_t threadId_ = 0;
+	unsigned idleUs_ = 0;
+	Epoll epoll_;
+	EventFd exit_;
+	Rcu *rcu_ = nullptr;
+	std::optional<Rcu::Reader> reader_;
+	std::atomic<bool> stopping_{ false };
+	std::atomic<uint64_t> busyRounds_{ 0 };
+	std::atomic<uint64_t> rounds_{ 0 };
+	std::atomic<uint64_t> sleeps_{ 0 };
+	std::thread thread_;
+};
+
 /** \brief How a VhostUserDaemon runs. */
 struct DaemonOptions {
 	/** \brief The control loop to serve the socket on; the daemon starts its own when null. */
@@ -76,6 +131,15 @@ struct DaemonOptions {
 	bool reconnect = true;
 	unsigned reconnectMinMs = 100;
 	unsigned reconnectMaxMs = 2000;
+	/**
+	 * \brief Polling mode: each queuesPerThread() entry is a VringPoller thread calling
+	 * VhostUserBackend::pollQueue instead of an epoll worker; vrings must be VringPolled.
+	 */
+	bool polling = false;
+	/** \brief Polling: sleep on kicks after this long without work; 0 polls without pause. */
+	unsigned pollIdleUs = 0;
+	/** \brief Polling: the CPU to pin each poll thread to (by thread index); none when short. */
+	std::vector<int> pollCpus;
 };
 
 /**
@@ -114,8 +178,10 @@ public:
 	Result<void> wait();
 	/** \brief Close the connection, stop the workers and release wait(). */
 	void stop();
-	/** \brief The worker threads, so the back-end can register its own fds. */
+	/** \brief The worker threads, so the back-end can register its own fds (none when polling). */
 	std::vector<VringEpollHandler *> getEpollHandlers() const;
+	/** \brief The poll workers (polling mode). */
+	std::vector<VringPoller *> getPollers() const;
 
 	const std::string &name() const { return name_; }
 	GuestMemoryAtomic &memory() const { return *mem_; }

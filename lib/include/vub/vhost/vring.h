@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -8,6 +9,7 @@
 #include <utility>
 
 #include "vub/base/event_fd.h"
+#include "vub/base/rcu.h"
 #include "vub/vhost/backend_channel.h"
 #include "vub/vhost/guest_memory.h"
 #include "vub/vhost/split_queue.h"
@@ -130,6 +132,8 @@ public:
 	virtual Guard getRef() = 0;
 	/** \brief Exclusive access. */
 	virtual Guard getMut() = 0;
+	/** \brief This vring as a VringPolled, or null. */
+	virtual class VringPolled *asPolled() { return nullptr; }
 
 	void addUsed(uint16_t head, uint32_t len) { getMut()->addUsed(head, len); }
 	bool signalUsedQueue() { return getRef()->signalUsedQueue(); }
@@ -194,6 +198,62 @@ public:
 private:
 	std::shared_mutex lock_;
 	VringState state_;
+};
+
+/**
+ * \brief A VringT for polling workers: the worker takes no lock at all; the control thread
+ * parks the ring instead (the quiescent-state handshake).
+ *
+ * getMut()/getRef() mark the ring parked and, if a worker may be processing it, wait for an
+ * RCU grace period, so no burst that began before is still running; the guard's release
+ * publishes whether the ring may be processed (started and enabled) and unparks it. A
+ * VringPoller calls pollable() once per burst: one acquire load of two words, no lock.
+ * Control side: one thread at a time; pollable(): any number of workers.
+ */
+class VringPolled final : public VringT
+{
+public:
+	VringPolled(const GuestMemoryAtomic &mem, uint16_t maxQueueSize)
+		: state_(mem, maxQueueSize), rcu_(&mem.rcu())
+	{
+	}
+
+	Guard getRef() override { return getMut(); }
+	Guard getMut() override
+	{
+		if (parked_.fetch_add(1, std::memory_order_seq_cst) == 0 &&
+		    active_.load(std::memory_order_seq_cst))
+			rcu_->synchronize();
+		return Guard(&state_, this, [](void *v) { static_cast<VringPolled *>(v)->unpark(); });
+	}
+
+	VringPolled *asPolled() override { return this; }
+
+	/** \brief The state if a worker may process the ring now, else null. Worker side. */
+	VringState *pollable()
+	{
+		if (parked_.load(std::memory_order_acquire) != 0 || !active_.load(std::memory_order_acquire))
+			return nullptr;
+		return &state_;
+	}
+	/** \brief Bumped each time the control thread changed the ring: a worker re-arms then. */
+	uint32_t generation() const { return generation_.load(std::memory_order_acquire); }
+
+private:
+	void unpark()
+	{
+		if (parked_.load(std::memory_order_relaxed) == 1) {
+			generation_.fetch_add(1, std::memory_order_relaxed);
+			active_.store(state_.isStarted() && state_.isEnabled(), std::memory_order_release);
+		}
+		parked_.fetch_sub(1, std::memory_order_release);
+	}
+
+	VringState state_;
+	Rcu *rcu_;
+	alignas(64) std::atomic<unsigned> parked_{ 0 };
+	std::atomic<bool> active_{ false };
+	std::atomic<uint32_t> generation_{ 0 };
 };
 
 } /* namespace vub::vhost */
