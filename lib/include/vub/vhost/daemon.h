@@ -74,8 +74,8 @@ private:
  * behind with EVENT_IDX). In adaptive mode (idleUs > 0), after idleUs without work it asks for
  * kicks again and sleeps on the kick eventfds until one comes, then polls again. It is an RCU
  * reader that reports a quiescent state once per round, which is how the control thread parks
- * a ring (VringPolled). run() on the daemon's own thread, or pollOnce() from a caller's loop
- * (a DPDK lcore). Thread-bound to the thread that polls.
+ * a ring (VringPolled). The daemon runs each poller on a thread of its own. Thread-bound to
+ * the thread that polls, except stop() and the counters.
  */
 class VringPoller
 {
