@@ -1,0 +1,243 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <span>
+
+#include "vub/base/log.h"
+#include "vub/base/result.h"
+#include "vub/vhost/guest_memory.h"
+#include "vub/vhost/split_queue.h"
+#include "vub/virtio/packed_ring.h"
+
+namespace vub::vhost {
+
+/**
+ * \brief The device side of a packed virtqueue (VIRTIO 1.x "Packed Virtqueues") in guest
+ * memory: the twin of SplitQueue, with the same configuration calls, the same pop() contract
+ * (DescBuffer, DescriptorChain, ChainError and QueueStats are shared) and the same
+ * notification calls.
+ *
+ * The differences a caller sees:
+ * - the size need not be a power of two;
+ * - setAddresses() takes the descriptor ring, the driver event suppression area and the
+ *   device event suppression area: in SET_VRING_ADDR those are `desc`, `avail` and `used`;
+ * - the ring position is a pair (index, wrap counter) per side, carried by base() and
+ *   setBase() in vhost-user's SET/GET_VRING_BASE encoding;
+ * - a chain is returned with addUsed(id, len, descCount): \a descCount is the number of ring
+ *   descriptors the chain took, which pop() reports in lastDescCount() (for refused chains
+ *   too: a refused chain is consumed and must be returned with length 0).
+ *
+ * Every value read from guest memory is validated: a bad chain is refused and counted, a
+ * corrupt ring (a buffer id beyond the ring, a chain running into a descriptor that is not
+ * available, a descriptor made available while the device still holds it) marks the queue
+ * broken. Each descriptor is read once: its flags with an acquire load, then its address,
+ * length and id. Not thread-safe: one thread at a time.
+ */
+class PackedQueue
+{
+public:
+	/** \brief What pop() found; the same values as SplitQueue::PopStatus. */
+	enum class PopStatus : uint8_t {
+		Ok,	  /**< \a chain holds a valid chain */
+		Empty,	  /**< nothing available, or the queue is not ready */
+		BadChain, /**< return \a chain.head with length 0 and lastDescCount(); see
+			     lastError() */
+		Broken,	  /**< the ring is corrupt: stop using it and signal the err eventfd */
+	};
+
+	/** \param maxSize the largest size setSize() accepts (at most 32768) */
+	explicit PackedQueue(uint16_t maxSize) : maxSize_(maxSize) {}
+
+	/* Configuration (control thread, queue not ready). */
+	uint16_t maxSize() const { return maxSize_; }
+	uint16_t size() const { return size_; }
+	/**
+	 * \brief Set the ring size. A ring position that no longer fits goes back to the start.
+	 * \return EINVAL for 0, above maxSize or above 32768
+	 */
+	Result<void> setSize(uint32_t size);
+	/**
+	 * \brief Set the front-end addresses of the three parts.
+	 * \param descQva the descriptor ring (SET_VRING_ADDR `desc`), 16-byte aligned
+	 * \param driverEventQva the driver event suppression area (SET_VRING_ADDR `avail`),
+	 * 4-aligned \param deviceEventQva the device event suppression area (SET_VRING_ADDR
+	 * `used`), 4-aligned \return EINVAL when an address is not aligned as the layout requires
+	 */
+	Result<void> setAddresses(uint64_t descQva, uint64_t driverEventQva,
+				  uint64_t deviceEventQva);
+	bool hasAddresses() const
+	{
+		return descQva_ != 0 || driverEventQva_ != 0 || deviceEventQva_ != 0;
+	}
+	/**
+	 * \brief Translate the ring addresses in \a mem over the whole length of each part.
+	 * \return EINVAL before setSize(), EFAULT when a part is not wholly inside one region;
+	 * the queue then has no ring
+	 */
+	Result<void> translate(const GuestMemory &mem);
+	void untranslate();
+	bool isTranslated() const { return desc_ != nullptr; }
+	void setEventIdx(bool enabled) { eventIdx_ = enabled; }
+	void setIndirect(bool enabled) { indirect_ = enabled; }
+	bool eventIdx() const { return eventIdx_; }
+	/** \brief The queue may be processed (started, in the specification's words). */
+	void setReady(bool ready) { ready_ = ready; }
+	bool isReady() const { return ready_; }
+	bool isBroken() const { return broken_; }
+
+	/** \brief The ring position of the next descriptor the device will read. */
+	uint16_t nextAvail() const { return lastAvailIdx_; }
+	bool availWrap() const { return availWrap_; }
+	/** \brief The ring position of the next used descriptor the device will write. */
+	uint16_t nextUsed() const { return usedIdx_; }
+	bool usedWrap() const { return usedWrap_; }
+	/** \brief Ring descriptors popped and not yet given back with addUsed(). */
+	uint16_t inFlight() const;
+
+	/**
+	 * \brief The ring state in vhost-user's encoding (GET_VRING_BASE): bits 0-14 the next
+	 * avail index, bit 15 the avail wrap counter, bits 16-30 the used index, bit 31 the used
+	 * wrap counter.
+	 */
+	uint32_t base() const;
+	/**
+	 * \brief Set the ring state from vhost-user's encoding (SET_VRING_BASE), see base().
+	 *
+	 * When bits 16-31 are all zero the used half is taken equal to the avail half, as DPDK
+	 * does (DPDK's virtio-user sends only the avail half, `num |= 1 << 15` at start-up;
+	 * QEMU sends both). Call after setSize(). Leaves the notification tracking reset.
+	 * \return EINVAL before setSize(), when an index is not below the size, or when the
+	 * used position is ahead of the avail position or more than a ring behind it
+	 */
+	Result<void> setBase(uint32_t base);
+	/** \brief Back to the state of a new queue (size and features are kept). */
+	void reset();
+
+	/* Data path (processing thread). */
+
+	/**
+	 * \brief Take the next available chain into \a chain, its pieces into \a storage.
+	 *
+	 * \a chain.head is the buffer id (from the last descriptor of the chain). On Ok and on
+	 * BadChain the chain is consumed: the avail position moves by lastDescCount().
+	 * \param mem the snapshot that descriptor addresses are translated in
+	 */
+	PopStatus pop(const GuestMemory &mem, std::span<DescBuffer> storage,
+		      DescriptorChain &chain);
+	ChainError lastError() const { return lastError_; }
+	/** \brief Ring descriptors the chain last taken by pop() (Ok or BadChain) occupied. */
+	uint16_t lastDescCount() const { return lastDescCount_; }
+
+	/**
+	 * \brief Write the used descriptor (\a id, \a len) at the used position and move that
+	 * position by \a descCount (1..size), flipping the used wrap counter at the ring end.
+	 *
+	 * The flags of the first descriptor of a batch are held back until publishUsed(): until
+	 * then the driver sees none of the batch. \a len is flagged (VIRTQ_DESC_F_WRITE) when > 0.
+	 */
+	void addUsed(uint16_t id, uint32_t len, uint16_t descCount)
+	{
+		/* Our own caller's count, taken from lastDescCount(): not guest input. */
+		VUB_ASSERT(descCount >= 1 && descCount <= size_);
+		virtio::PackedDesc *d = desc_ + usedIdx_;
+		uint16_t flags =
+			usedWrap_ ? virtio::kPackedDescFAvail | virtio::kPackedDescFUsed : 0;
+		if (len > 0)
+			flags |= virtio::kPackedDescFWrite;
+		std::atomic_ref<uint16_t>(d->id).store(id, std::memory_order_relaxed);
+		std::atomic_ref<uint32_t>(d->len).store(len, std::memory_order_relaxed);
+		if (batchPending_) {
+			std::atomic_ref<uint16_t>(d->flags).store(flags, std::memory_order_release);
+		} else {
+			batchPending_ = true;
+			batchHeadIdx_ = usedIdx_;
+			batchHeadFlags_ = flags;
+		}
+		uint32_t next = uint32_t{ usedIdx_ } + descCount;
+		if (next >= size_) {
+			next -= size_;
+			usedWrap_ = !usedWrap_;
+		}
+		usedIdx_ = static_cast<uint16_t>(next);
+	}
+	/** \brief Make every addUsed() so far visible: one release store of the batch's first
+	 * flags. */
+	void publishUsed()
+	{
+		if (!batchPending_ || !desc_)
+			return; /* untranslated: kept for the ring's next mapping */
+		batchPending_ = false;
+		std::atomic_ref<uint16_t>(desc_[batchHeadIdx_].flags)
+			.store(batchHeadFlags_, std::memory_order_release);
+	}
+
+	/**
+	 * \brief Should the guest be notified of the used descriptors published since the last
+	 * notification? Reads the driver event suppression area: without EVENT_IDX, unless its
+	 * flags say DISABLE; with EVENT_IDX and flags DESC, when the used position crossed the
+	 * descriptor it names (DPDK's vhost_vring_call_packed). Records the notification as
+	 * sent when it answers true.
+	 */
+	bool needsNotification();
+	/** \brief Ask the guest not to kick: device event flags DISABLE. */
+	void disableNotification();
+	/**
+	 * \brief Ask the guest to kick again: device event flags ENABLE, or with EVENT_IDX, DESC
+	 * at the next avail position.
+	 * \return true if a descriptor was made available meanwhile: process it before sleeping
+	 */
+	bool enableNotification();
+
+	QueueStats &stats() { return stats_; }
+	const QueueStats &stats() const { return stats_; }
+
+private:
+	/** The running state of one pop(). */
+	struct Walk {
+		bool sawWritable = false;
+		uint64_t total = 0;
+	};
+
+	PopStatus refuse(ChainError error);
+	PopStatus breakRing(const char *why, uint32_t value);
+	ChainError takeDesc(const GuestMemory &mem, const virtio::PackedDesc &d, bool alone,
+			    std::span<DescBuffer> storage, DescriptorChain &chain, Walk &walk);
+	ChainError takeBuffer(const GuestMemory &mem, uint64_t gpa, uint32_t len, bool writable,
+			      std::span<DescBuffer> storage, DescriptorChain &chain, Walk &walk);
+	bool appendBuffer(const GuestMemory &mem, uint64_t gpa, uint32_t len, bool writable,
+			  std::span<DescBuffer> storage, DescriptorChain &chain);
+
+	/* Hot, runtime state first. */
+	alignas(64) virtio::PackedDesc *desc_ = nullptr;
+	virtio::PackedEventSuppress *driverEvent_ = nullptr;
+	virtio::PackedEventSuppress *deviceEvent_ = nullptr;
+	uint16_t size_ = 0;
+	uint16_t lastAvailIdx_ = 0;
+	uint16_t usedIdx_ = 0;
+	uint16_t signalledUsed_ = 0;
+	uint16_t batchHeadIdx_ = 0;
+	uint16_t batchHeadFlags_ = 0;
+	uint16_t lastDescCount_ = 0;
+	bool availWrap_ = true;
+	bool usedWrap_ = true;
+	bool batchPending_ = false;
+	bool signalledUsedValid_ = false;
+	bool eventIdx_ = false;
+	bool indirect_ = false;
+	bool ready_ = false;
+	bool broken_ = false;
+	ChainError lastError_ = ChainError::None;
+	uint32_t regionHint_ = 0;
+
+	/* Configuration. */
+	alignas(64) uint64_t descQva_ = 0;
+	uint64_t driverEventQva_ = 0;
+	uint64_t deviceEventQva_ = 0;
+	uint16_t maxSize_;
+
+	QueueStats stats_;
+};
+
+} /* namespace vub::vhost */
