@@ -143,16 +143,9 @@ unsigned VringPoller::pollOnce()
 	}
 	unsigned handled = 0;
 	for (Ring &ring : rings_) {
-		VringState *state = ring.vring->pollable();
-		if (!state)
-			continue;
-		uint32_t generation = ring.vring->generation();
-		if (ring.armedGeneration != generation) {
-			/* New or changed ring: while it is polled, the guest need not kick. */
-			state->disableNotification();
-			ring.armedGeneration = generation;
-		}
-		handled += backend_->pollQueue(ring.queueIndex, *state, threadId_);
+		VringState *state = ring.polled.acquire();
+		if (state)
+			handled += backend_->pollQueue(ring.queueIndex, *state, threadId_);
 	}
 	reader_->quiescent();
 	rounds_.fetch_add(1, std::memory_order_relaxed);
@@ -164,7 +157,7 @@ unsigned VringPoller::pollOnce()
 bool VringPoller::armKicks()
 {
 	for (Ring &ring : rings_) {
-		VringState *state = ring.vring->pollable();
+		VringState *state = ring.polled.vring->pollable();
 		if (state && state->enableNotification())
 			return false;
 	}
@@ -184,14 +177,14 @@ void VringPoller::sleepOnKicks()
 	for (int i = 0; i < *n; i++) {
 		uint64_t token = events[i].data.u64;
 		if (token < rings_.size()) {
-			VringState *state = rings_[token].vring->pollable();
+			VringState *state = rings_[token].polled.vring->pollable();
 			if (state)
 				state->readKick();
 		}
 	}
 	/* Back to polling: kicks off again on every ring. */
 	for (Ring &ring : rings_)
-		ring.armedGeneration = ring.vring->generation() - 1;
+		ring.polled.armedGeneration = ring.polled.vring->generation() - 1;
 }
 
 void VringPoller::run()

@@ -262,11 +262,15 @@ Result<void> VhostUserHandler::createPollers(const std::vector<uint64_t> &masks)
 		VringPolled *polled = vrings_[q].vring->asPolled();
 		if (!polled)
 			return Error{ EINVAL, "polling needs VringPolled vrings" };
+		if (!options_.pollThreads)
+			continue; /* the application polls; kicks are not watched */
 		VringPoller &poller = *pollers[t];
 		vrings_[q].kickEpoll = &poller.epoll_;
 		vrings_[q].localIndex = static_cast<uint16_t>(poller.rings_.size());
-		poller.rings_.push_back({ polled, static_cast<uint16_t>(q), 0 });
+		poller.rings_.push_back({ PolledRing{ polled, 0 }, static_cast<uint16_t>(q) });
 	}
+	if (!options_.pollThreads)
+		return {};
 	for (size_t t = 0; t < pollers.size(); t++) {
 		int cpu = t < options_.pollCpus.size() ? options_.pollCpus[t] : -1;
 		VUB_TRY(pollers[t]->start(threadName("vub-p", t, name_).c_str(), cpu));
@@ -823,7 +827,7 @@ void VhostUserHandler::updateKickWatch(VringSlot &slot)
 		if (vring->isStarted() && vring->isEnabled() && vring->getKick().isValid())
 			fd = vring->getKick().fd();
 	}
-	if (fd == slot.watchedKickFd)
+	if (fd == slot.watchedKickFd || !slot.kickEpoll)
 		return;
 	unwatchKick(slot);
 	if (fd >= 0) {

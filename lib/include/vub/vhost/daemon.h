@@ -97,9 +97,8 @@ public:
 private:
 	friend class VhostUserHandler;
 	struct Ring {
-		VringPolled *vring;
+		PolledRing polled;
 		uint16_t queueIndex;
-		uint32_t armedGeneration; /**< generation for which kicks were last disabled */
 	};
 
 	VringPoller() = default;
@@ -140,6 +139,11 @@ struct DaemonOptions {
 	unsigned pollIdleUs = 0;
 	/** \brief Polling: the CPU to pin each poll thread to (by thread index); none when short. */
 	std::vector<int> pollCpus;
+	/**
+	 * \brief Polling: start VringPoller threads. False when the application polls the
+	 * VringPolled vrings from its own threads (DPDK lcores) through PolledRing.
+	 */
+	bool pollThreads = true;
 };
 
 /**

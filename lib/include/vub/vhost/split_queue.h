@@ -125,6 +125,20 @@ public:
 	 */
 	PopStatus pop(const GuestMemory &mem, std::span<DescBuffer> storage, DescriptorChain &chain);
 	ChainError lastError() const { return lastError_; }
+	/**
+	 * \brief Chains the guest made available and pop() has not taken (one acquire load).
+	 * \return at most the ring size; a corrupt index reads as the size (pop() then breaks it).
+	 */
+	uint16_t available() const
+	{
+		if (!ready_ || !avail_ || broken_)
+			return 0;
+		uint16_t n = static_cast<uint16_t>(
+			std::atomic_ref<uint16_t>(avail_->idx).load(std::memory_order_acquire) - lastAvailIdx_);
+		return n > size_ ? size_ : n;
+	}
+	/** \brief Give back the last \a count chains taken by pop() (not yet used): they come again. */
+	void unpop(uint16_t count) { lastAvailIdx_ -= count; }
 
 	/** \brief Put (\a head, \a len) on the used ring; invisible to the guest until publishUsed(). */
 	void addUsed(uint16_t head, uint32_t len)

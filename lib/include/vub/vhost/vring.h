@@ -256,4 +256,28 @@ private:
 	std::atomic<uint32_t> generation_{ 0 };
 };
 
+/**
+ * \brief A poller's handle on one VringPolled: gives out the state once per burst, and tells
+ * the guest not to kick again whenever the control thread changed the ring. Thread-bound to
+ * the thread that polls.
+ */
+struct PolledRing {
+	VringPolled *vring = nullptr;
+	uint32_t armedGeneration = 0; /**< generation for which kicks were last turned off */
+
+	/** \brief The state if the ring may be processed now, else null. */
+	VringState *acquire()
+	{
+		VringState *state = vring->pollable();
+		if (!state)
+			return nullptr;
+		uint32_t generation = vring->generation();
+		if (generation != armedGeneration) {
+			state->disableNotification();
+			armedGeneration = generation;
+		}
+		return state;
+	}
+};
+
 } /* namespace vub::vhost */

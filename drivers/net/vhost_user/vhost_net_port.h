@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "vub/vhost/backend.h"
+#include "vub/vhost/split_queue.h"
+#include "vub/vhost/vring.h"
+
+struct rte_mbuf;
+struct rte_mempool;
+
+namespace vub::net {
+
+/** \brief Counters of one virtqueue, written only by the lcore that polls it. */
+struct alignas(64) NetQueueStats {
+	uint64_t packets = 0;
+	uint64_t bytes = 0;
+	uint64_t dropNoBuffer = 0; /**< RX: the guest posted no (big enough) buffer */
+	uint64_t dropBadChain = 0; /**< a chain vub refused (see SplitQueue stats for why) */
+	uint64_t dropTooShort = 0; /**< TX: a chain no longer than the virtio-net header */
+	uint64_t dropTooLong = 0;  /**< larger than vub carries */
+	uint64_t dropNoMbuf = 0;   /**< TX: the mempool ran dry */
+	uint64_t notifications = 0;
+};
+
+/**
+ * \brief A vhost-user virtio-net port: the device of one VhostUserDaemon in polling mode, with
+ * burst functions between guest descriptor chains and rte_mbufs.
+ *
+ * Queue pair p is virtqueues 2p (the guest's RX) and 2p+1 (the guest's TX). Each pair is
+ * polled by one lcore at a time, which must be an RCU reader of Rcu::global() reporting a
+ * quiescent state once per loop. Per packet: no lock, syscall, allocation (except extra mbuf
+ * segments of a jumbo frame) or virtual call; per burst: one used-index store and at most one
+ * guest notification. Every chain is validated by SplitQueue; a bad one is dropped and counted.
+ */
+class VhostNetPort final : public vhost::VhostUserBackend
+{
+public:
+	static constexpr unsigned kMaxQueuePairs = 8;
+	static constexpr uint32_t kMaxPacketBytes = 9728; /**< jumbo frames, as DPDK's vhost */
+
+	explicit VhostNetPort(unsigned queuePairs);
+	~VhostNetPort() override;
+
+	/* VhostUserBackend. */
+	size_t numQueues() const override { return queues_.size(); }
+	size_t maxQueueSize() const override { return 32768; }
+	uint64_t features() const override;
+	uint64_t protocolFeatures() const override;
+	void ackedFeatures(uint64_t features) override;
+	void setEventIdx(bool) override {}
+	Result<void> updateMemory(const vhost::GuestMemoryAtomic &) override { return {}; }
+	Result<void> handleEvent(uint16_t, uint32_t, std::span<vhost::VringT *const>, size_t) override
+	{
+		return {};
+	}
+	Result<void> setMtu(uint16_t mtu) override;
+
+	/** \brief Bind to the daemon's vrings (VringPolled), once, after the daemon is created. */
+	Result<void> attach(const std::vector<vhost::VringT *> &vrings);
+	unsigned queuePairs() const { return static_cast<unsigned>(queues_.size() / 2); }
+
+	/**
+	 * \brief Take up to \a n packets the guest sent on pair \a pair into mbufs from \a pool.
+	 * \return the packets stored in \a pkts; the caller owns them.
+	 */
+	uint16_t dequeueBurst(unsigned pair, rte_mempool *pool, rte_mbuf **pkts, uint16_t n);
+	/**
+	 * \brief Copy up to \a n packets into the guest's RX buffers of pair \a pair.
+	 * \return how many the guest got, in order; the caller still owns (and frees) all \a n.
+	 */
+	uint16_t enqueueBurst(unsigned pair, rte_mbuf *const *pkts, uint16_t n);
+
+	/** \brief Counters of the guest's RX (\a guestTx false) or TX virtqueue of \a pair. */
+	const NetQueueStats &stats(unsigned pair, bool guestTx) const
+	{
+		return queues_[2 * pair + (guestTx ? 1 : 0)]->stats;
+	}
+
+private:
+	static constexpr size_t kMaxPieces = 1024;
+	static constexpr unsigned kMaxChainsPerPacket = 64;
+
+	struct alignas(64) Queue {
+		vhost::PolledRing ring;
+		NetQueueStats stats;
+		vhost::DescBuffer storage[kMaxPieces];
+	};
+
+	static void notify(vhost::VringState &state, NetQueueStats &stats);
+
+	std::vector<std::unique_ptr<Queue>> queues_;
+	/* Written on SET_FEATURES, when no ring runs; read once per burst. */
+	std::atomic<uint32_t> headerBytes_{ 12 };
+	std::atomic<bool> mergeable_{ false };
+	std::atomic<uint16_t> mtu_{ 1500 };
+};
+
+} /* namespace vub::net */
