@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "vub/vhost/packed_queue.h"
 
+#include "chain.h"
 #include "vub/base/log.h"
 
 namespace vub::vhost {
@@ -166,58 +167,12 @@ PackedQueue::PopStatus PackedQueue::breakRing(const char *why, uint32_t value)
 	return PopStatus::Broken;
 }
 
-bool PackedQueue::appendBuffer(const GuestMemory &mem, uint64_t gpa, uint32_t len, bool writable,
-			       std::span<DescBuffer> storage, DescriptorChain &chain)
-{
-	/* A buffer may cross regions that are contiguous in guest-physical space: one piece each.
-	 */
-	uint64_t left = len;
-	while (left > 0) {
-		uint64_t piece = 0;
-		uint8_t *hva = mem.translateGpaPrefix(gpa, left, &piece, &regionHint_);
-		if (!hva) {
-			lastError_ = ChainError::BadAddress;
-			return false;
-		}
-		if (chain.bufferCount >= storage.size()) {
-			lastError_ = ChainError::TooManyBuffers;
-			return false;
-		}
-		storage[chain.bufferCount++] =
-			DescBuffer{ hva, static_cast<uint32_t>(piece), writable };
-		gpa += piece;
-		left -= piece;
-	}
-	return true;
-}
-
-ChainError PackedQueue::takeBuffer(const GuestMemory &mem, uint64_t gpa, uint32_t len,
-				   bool writable, std::span<DescBuffer> storage,
-				   DescriptorChain &chain, Walk &walk)
-{
-	if (len == 0)
-		return ChainError::ZeroLength;
-	if (!writable && walk.sawWritable)
-		return ChainError::ReadAfterWrite;
-	walk.sawWritable |= writable;
-	walk.total += len;
-	if (walk.total > UINT32_MAX)
-		return ChainError::LengthOverflow;
-	if (!appendBuffer(mem, gpa, len, writable, storage, chain))
-		return lastError_;
-	if (writable)
-		chain.writableBytes += len;
-	else
-		chain.readableBytes += len;
-	return ChainError::None;
-}
-
 ChainError PackedQueue::takeDesc(const GuestMemory &mem, const PackedDesc &d, bool alone,
-				 std::span<DescBuffer> storage, DescriptorChain &chain, Walk &walk)
+				 std::span<DescBuffer> storage, DescriptorChain &chain)
 {
 	if (!(d.flags & virtio::kPackedDescFIndirect))
-		return takeBuffer(mem, d.addr, d.len, (d.flags & virtio::kPackedDescFWrite) != 0,
-				  storage, chain, walk);
+		return appendDescBuffer(mem, d.addr, d.len, (d.flags & virtio::kPackedDescFWrite) != 0,
+					storage, chain, &regionHint_);
 
 	if (!indirect_)
 		return ChainError::IndirectNotNegotiated;
@@ -241,9 +196,9 @@ ChainError PackedQueue::takeDesc(const GuestMemory &mem, const PackedDesc &d, bo
 		uint32_t len = std::atomic_ref<uint32_t>(e->len).load(std::memory_order_relaxed);
 		if (flags & virtio::kPackedDescFIndirect)
 			return ChainError::IndirectNested;
-		ChainError error =
-			takeBuffer(mem, addr, len, (flags & virtio::kPackedDescFWrite) != 0,
-				   storage, chain, walk);
+		ChainError error = appendDescBuffer(mem, addr, len,
+						    (flags & virtio::kPackedDescFWrite) != 0, storage,
+						    chain, &regionHint_);
 		if (error != ChainError::None)
 			return error;
 	}
@@ -276,7 +231,6 @@ PackedQueue::PopStatus PackedQueue::pop(const GuestMemory &mem, std::span<DescBu
 	uint32_t room = size_ - inFlight();
 	uint32_t count = 0;
 	ChainError error = ChainError::None;
-	Walk walk;
 	PackedDesc d;
 	for (;;) {
 		if (count == room)
@@ -290,7 +244,7 @@ PackedQueue::PopStatus PackedQueue::pop(const GuestMemory &mem, std::span<DescBu
 		}
 		if (error == ChainError::None) {
 			bool alone = count == 1 && !(d.flags & virtio::kPackedDescFNext);
-			error = takeDesc(mem, d, alone, storage, chain, walk);
+			error = takeDesc(mem, d, alone, storage, chain);
 		}
 		if (!(d.flags & virtio::kPackedDescFNext))
 			break;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "vub/vhost/split_queue.h"
 
+#include "chain.h"
 #include "vub/base/log.h"
 
 namespace vub::vhost {
@@ -105,29 +106,6 @@ SplitQueue::PopStatus SplitQueue::refuse(ChainError error)
 	return PopStatus::BadChain;
 }
 
-bool SplitQueue::appendBuffer(const GuestMemory &mem, uint64_t gpa, uint32_t len, bool writable,
-			      std::span<DescBuffer> storage, DescriptorChain &chain)
-{
-	/* A buffer may cross regions that are contiguous in guest-physical space: one piece each. */
-	uint64_t left = len;
-	while (left > 0) {
-		uint64_t piece = 0;
-		uint8_t *hva = mem.translateGpaPrefix(gpa, left, &piece, &regionHint_);
-		if (!hva) {
-			lastError_ = ChainError::BadAddress;
-			return false;
-		}
-		if (chain.bufferCount >= storage.size()) {
-			lastError_ = ChainError::TooManyBuffers;
-			return false;
-		}
-		storage[chain.bufferCount++] = DescBuffer{ hva, static_cast<uint32_t>(piece), writable };
-		gpa += piece;
-		left -= piece;
-	}
-	return true;
-}
-
 SplitQueue::PopStatus SplitQueue::pop(const GuestMemory &mem, std::span<DescBuffer> storage,
 				      DescriptorChain &chain)
 {
@@ -166,8 +144,6 @@ SplitQueue::PopStatus SplitQueue::pop(const GuestMemory &mem, std::span<DescBuff
 	uint32_t index = head;
 	uint32_t seen = 0;
 	bool inIndirect = false;
-	bool sawWritable = false;
-	uint64_t total = 0;
 	for (;;) {
 		if (++seen > tableSize)
 			return refuse(ChainError::TooLong);
@@ -193,21 +169,10 @@ SplitQueue::PopStatus SplitQueue::pop(const GuestMemory &mem, std::span<DescBuff
 			inIndirect = true;
 			continue;
 		}
-		if (d.len == 0)
-			return refuse(ChainError::ZeroLength);
-		bool writable = (d.flags & virtio::kDescFWrite) != 0;
-		if (!writable && sawWritable)
-			return refuse(ChainError::ReadAfterWrite);
-		sawWritable |= writable;
-		total += d.len;
-		if (total > UINT32_MAX)
-			return refuse(ChainError::LengthOverflow);
-		if (!appendBuffer(mem, d.addr, d.len, writable, storage, chain))
-			return refuse(lastError_);
-		if (writable)
-			chain.writableBytes += d.len;
-		else
-			chain.readableBytes += d.len;
+		ChainError error = appendDescBuffer(mem, d.addr, d.len, (d.flags & virtio::kDescFWrite) != 0,
+						    storage, chain, &regionHint_);
+		if (error != ChainError::None)
+			return refuse(error);
 		if (!(d.flags & virtio::kDescFNext))
 			break;
 		index = d.next;

@@ -194,20 +194,10 @@ public:
 	const QueueStats &stats() const { return stats_; }
 
 private:
-	/** The running state of one pop(). */
-	struct Walk {
-		bool sawWritable = false;
-		uint64_t total = 0;
-	};
-
 	PopStatus refuse(ChainError error);
 	PopStatus breakRing(const char *why, uint32_t value);
 	ChainError takeDesc(const GuestMemory &mem, const virtio::PackedDesc &d, bool alone,
-			    std::span<DescBuffer> storage, DescriptorChain &chain, Walk &walk);
-	ChainError takeBuffer(const GuestMemory &mem, uint64_t gpa, uint32_t len, bool writable,
-			      std::span<DescBuffer> storage, DescriptorChain &chain, Walk &walk);
-	bool appendBuffer(const GuestMemory &mem, uint64_t gpa, uint32_t len, bool writable,
-			  std::span<DescBuffer> storage, DescriptorChain &chain);
+			    std::span<DescBuffer> storage, DescriptorChain &chain);
 
 	/* Hot, runtime state first. */
 	alignas(64) virtio::PackedDesc *desc_ = nullptr;

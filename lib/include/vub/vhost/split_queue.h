@@ -193,8 +193,6 @@ private:
 						    virtio::splitAvailEventOffset(size_));
 	}
 	PopStatus refuse(ChainError error);
-	bool appendBuffer(const GuestMemory &mem, uint64_t gpa, uint32_t len, bool writable,
-			  std::span<DescBuffer> storage, DescriptorChain &chain);
 
 	/* Hot, runtime state first. */
 	alignas(64) virtio::SplitDesc *desc_ = nullptr;
