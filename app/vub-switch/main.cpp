@@ -28,6 +28,7 @@
 #include <rte_mempool.h>
 
 #include "vhost_net_port.h"
+#include "vub/base/counter.h"
 #include "vub/base/event_loop.h"
 #include "vub/base/log.h"
 #include "vub/base/rcu.h"
@@ -49,11 +50,11 @@ struct PortConfig {
 
 /** Forwarding counters of a port, written by the worker lcore only. */
 struct alignas(64) PortCounters {
-	std::atomic<uint64_t> rxPackets{ 0 };
-	std::atomic<uint64_t> rxBytes{ 0 };
-	std::atomic<uint64_t> txPackets{ 0 };
-	std::atomic<uint64_t> txBytes{ 0 };
-	std::atomic<uint64_t> txDropped{ 0 };
+	Counter rxPackets;
+	Counter rxBytes;
+	Counter txPackets;
+	Counter txBytes;
+	Counter txDropped;
 };
 
 struct Port {
@@ -140,16 +141,11 @@ int forwardLoop(void *arg)
 				for (uint16_t i = 0; i < sent; i++)
 					sentBytes += pkts[i]->pkt_len;
 				rte_pktmbuf_free_bulk(pkts, n);
-				src.counters.rxPackets.store(src.counters.rxPackets.load(std::memory_order_relaxed) + n,
-							     std::memory_order_relaxed);
-				src.counters.rxBytes.store(src.counters.rxBytes.load(std::memory_order_relaxed) + bytes,
-							   std::memory_order_relaxed);
-				dst.counters.txPackets.store(dst.counters.txPackets.load(std::memory_order_relaxed) + sent,
-							     std::memory_order_relaxed);
-				dst.counters.txBytes.store(dst.counters.txBytes.load(std::memory_order_relaxed) + sentBytes,
-							   std::memory_order_relaxed);
-				dst.counters.txDropped.store(dst.counters.txDropped.load(std::memory_order_relaxed) + n - sent,
-							     std::memory_order_relaxed);
+				src.counters.rxPackets += n;
+				src.counters.rxBytes += bytes;
+				dst.counters.txPackets += sent;
+				dst.counters.txBytes += sentBytes;
+				dst.counters.txDropped += n - sent;
 			}
 		}
 		reader->quiescent();
@@ -164,13 +160,14 @@ void printStats(const Forwarding &fwd)
 		uint64_t rxDropped = 0;
 		for (unsigned q = 0; q < port.net->queuePairs(); q++) {
 			const auto &s = port.net->stats(q, true);
-			rxDropped += s.dropBadChain + s.dropTooShort + s.dropTooLong + s.dropNoMbuf;
+			rxDropped += s.dropBadChain.get() + s.dropTooShort.get() + s.dropTooLong.get() +
+				     s.dropNoMbuf.get();
 		}
 		std::printf("port %zu: rx-packets %" PRIu64 " rx-bytes %" PRIu64 " tx-packets %" PRIu64
 			    " tx-bytes %" PRIu64 " tx-dropped %" PRIu64 " rx-dropped %" PRIu64 "\n",
-			    p, port.counters.rxPackets.load(), port.counters.rxBytes.load(),
-			    port.counters.txPackets.load(), port.counters.txBytes.load(),
-			    port.counters.txDropped.load(), rxDropped);
+			    p, port.counters.rxPackets.get(), port.counters.rxBytes.get(),
+			    port.counters.txPackets.get(), port.counters.txBytes.get(),
+			    port.counters.txDropped.get(), rxDropped);
 	}
 	std::fflush(stdout);
 }

@@ -6,6 +6,7 @@
 #include <memory>
 #include <vector>
 
+#include "vub/base/counter.h"
 #include "vub/vhost/backend.h"
 #include "vub/vhost/split_queue.h"
 #include "vub/vhost/vring.h"
@@ -15,16 +16,16 @@ struct rte_mempool;
 
 namespace vub::net {
 
-/** \brief Counters of one virtqueue, written only by the lcore that polls it. */
+/** \brief Counters of one virtqueue, written only by the lcore that polls it, read anywhere. */
 struct alignas(64) NetQueueStats {
-	uint64_t packets = 0;
-	uint64_t bytes = 0;
-	uint64_t dropNoBuffer = 0; /**< RX: the guest posted no (big enough) buffer */
-	uint64_t dropBadChain = 0; /**< a chain vub refused (see SplitQueue stats for why) */
-	uint64_t dropTooShort = 0; /**< TX: a chain no longer than the virtio-net header */
-	uint64_t dropTooLong = 0;  /**< larger than vub carries */
-	uint64_t dropNoMbuf = 0;   /**< TX: the mempool ran dry */
-	uint64_t notifications = 0;
+	Counter packets;
+	Counter bytes;
+	Counter dropNoBuffer; /**< RX: the guest posted no (big enough) buffer */
+	Counter dropBadChain; /**< a chain vub refused (see SplitQueue stats for why) */
+	Counter dropTooShort; /**< TX: a chain no longer than the virtio-net header */
+	Counter dropTooLong;  /**< larger than vub carries */
+	Counter dropNoMbuf;   /**< TX: the mempool ran dry */
+	Counter notifications;
 };
 
 /**
