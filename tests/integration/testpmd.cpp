@@ -341,6 +341,49 @@ std::map<unsigned, PortStats> parsePortStats(std::string_view text)
 	return out;
 }
 
+std::map<unsigned, PortRates> parsePortRates(std::string_view text)
+{
+	std::map<unsigned, PortRates> out;
+	for (auto [port, end] : numberedHeaders(text, "NIC statistics for port")) {
+		auto c = counters(blockAfter(text, end));
+		PortRates &r = out[port];
+		r.rxPps = get(c, "Rx-pps");
+		r.rxBps = get(c, "Rx-bps");
+		r.txPps = get(c, "Tx-pps");
+		r.txBps = get(c, "Tx-bps");
+	}
+	return out;
+}
+
+std::map<unsigned, std::map<std::string, uint64_t>> parsePortXstats(std::string_view text)
+{
+	static const std::regex kXstat("^\\s*([A-Za-z0-9_]+):\\s*([0-9]+)\\s*$");
+	std::map<unsigned, std::map<std::string, uint64_t>> out;
+	auto headers = numberedHeaders(text, "NIC extended statistics for port");
+	for (size_t i = 0; i < headers.size(); i++) {
+		auto [port, end] = headers[i];
+		size_t stop = i + 1 < headers.size() ? text.rfind('\n', headers[i + 1].second)
+						     : text.size();
+		if (stop == std::string_view::npos || stop < end)
+			stop = end;
+		auto &xstats = out[port];
+		std::stringstream block{ std::string(text.substr(end, stop - end)) };
+		std::smatch m;
+		for (std::string line; std::getline(block, line);) {
+			if (!line.empty() && line.back() == '\r')
+				line.pop_back();
+			if (std::regex_match(line, m, kXstat))
+				xstats[m[1].str()] = std::stoull(m[2].str());
+		}
+	}
+	return out;
+}
+
+std::string uniqueFilePrefix()
+{
+	return uniquePrefix();
+}
+
 Testpmd::~Testpmd()
 {
 	if (process_ && process_->running()) {

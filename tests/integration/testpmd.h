@@ -122,6 +122,36 @@ struct PortStats {
 std::map<unsigned, PortStats> parsePortStats(std::string_view text);
 
 /**
+ * \brief The "Throughput (since last show)" part of a "NIC statistics for port N" block.
+ *
+ * testpmd computes it from the counters and the time of the previous `show port stats` of
+ * that port, so the first call after start-up reads 0: show the stats once to set the
+ * baseline, and again after the interval to measure.
+ */
+struct PortRates {
+	uint64_t rxPps = 0;
+	uint64_t rxBps = 0;
+	uint64_t txPps = 0;
+	uint64_t txBps = 0;
+};
+
+/** \brief The rates in the "NIC statistics for port N" blocks in \a text, by port. */
+std::map<unsigned, PortRates> parsePortRates(std::string_view text);
+
+/**
+ * \brief The "NIC extended statistics for port N" blocks of `show port xstats all` in
+ * \a text: by port, every "name: value" (virtio: "rx_q1_good_packets", ...).
+ */
+std::map<unsigned, std::map<std::string, uint64_t>> parsePortXstats(std::string_view text);
+
+/**
+ * \brief A fresh EAL --file-prefix, "vubtest-<pid>-<n>", for another DPDK process a test
+ * starts (a back-end): Testpmd::start() removes the runtime directories of such prefixes
+ * whose pid is gone.
+ */
+std::string uniqueFilePrefix();
+
+/**
  * \brief dpdk-testpmd in interactive mode (-i), driven through a pipe on its stdin.
  *
  * testpmd's cmdline library reads commands from a pipe as from a terminal: it echoes each line
