@@ -11,6 +11,24 @@
 
 namespace vub::vhost {
 
+namespace {
+
+/** A worker's epoll with its exit eventfd in it, under \a exitToken. */
+Result<void> createEpollWithExit(Epoll *epoll, EventFd *exit, uint64_t exitToken)
+{
+	auto created = Epoll::create();
+	if (!created)
+		return created.error();
+	*epoll = std::move(*created);
+	auto eventFd = EventFd::create();
+	if (!eventFd)
+		return eventFd.error();
+	*exit = std::move(*eventFd);
+	return epoll->add(exit->fd(), EPOLLIN, exitToken);
+}
+
+} /* namespace */
+
 /* VringEpollHandler */
 
 VringEpollHandler::~VringEpollHandler()
@@ -22,15 +40,7 @@ VringEpollHandler::~VringEpollHandler()
 
 Result<void> VringEpollHandler::start(const char *name)
 {
-	auto epoll = Epoll::create();
-	if (!epoll)
-		return epoll.error();
-	epoll_ = std::move(*epoll);
-	auto exit = EventFd::create();
-	if (!exit)
-		return exit.error();
-	exit_ = std::move(*exit);
-	VUB_TRY(epoll_.add(exit_.fd(), EPOLLIN, numQueues_));
+	VUB_TRY(createEpollWithExit(&epoll_, &exit_, numQueues_));
 	if (backendExit_)
 		VUB_TRY(epoll_.add(backendExit_->fd(), EPOLLIN, numQueues_));
 	thread_ = std::thread([this] { run(); });
@@ -105,15 +115,7 @@ VringPoller::~VringPoller()
 
 Result<void> VringPoller::start(const char *name, int cpu)
 {
-	auto epoll = Epoll::create();
-	if (!epoll)
-		return epoll.error();
-	epoll_ = std::move(*epoll);
-	auto exit = EventFd::create();
-	if (!exit)
-		return exit.error();
-	exit_ = std::move(*exit);
-	VUB_TRY(epoll_.add(exit_.fd(), EPOLLIN, UINT64_MAX));
+	VUB_TRY(createEpollWithExit(&epoll_, &exit_, UINT64_MAX));
 	thread_ = std::thread([this, cpu] {
 		if (cpu >= 0) {
 			auto pinned = Topology::pinThisThread(static_cast<unsigned>(cpu));

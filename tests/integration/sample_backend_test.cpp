@@ -127,6 +127,47 @@ protected:
 		return waitFor([&] { return frontend_->queue(q).usedIdx() == idx; });
 	}
 
+	/**
+	 * Negotiate, then keep 64 chains in flight on queue 1 from a second thread (kicking each
+	 * round when \a kick) while this one re-sends SET_MEM_TABLE \a rounds times; nothing may
+	 * be lost, refused or returned twice.
+	 */
+	void replaceMemoryUnderTraffic(int rounds, bool kick)
+	{
+		connect();
+		ASSERT_TRUE(frontend_->negotiateQemu(options()));
+		std::atomic<bool> stop{ false };
+		std::atomic<unsigned> returned{ 0 };
+		/* Buffers come from a fixed pool so the bump allocator is not shared by the threads. */
+		uint64_t pool = mem_->alloc(64 * 128, 64);
+		std::thread traffic([&] {
+			SplitDriver &d = frontend_->queue(1);
+			unsigned posted = 0;
+			while (!stop.load() || d.inFlight() > 0) {
+				while (!stop.load() && d.numFree() > 0 && d.inFlight() < 64) {
+					BufferSpec spec{ pool + (posted % 64) * 128, 128, false };
+					d.addChain(std::span(&spec, 1));
+					posted++;
+				}
+				d.publish();
+				if (kick)
+					frontend_->kick(1);
+				returned += static_cast<unsigned>(d.collectUsed().size());
+				std::this_thread::yield();
+			}
+		});
+		for (int i = 0; i < rounds; i++) {
+			const GuestMemoryFd *regions[] = { mem_.get() };
+			EXPECT_TRUE(frontend_->setMemTable(regions)) << "SET_MEM_TABLE " << i;
+			std::this_thread::sleep_for(std::chrono::milliseconds(5));
+		}
+		stop = true;
+		traffic.join();
+		EXPECT_GT(returned.load(), 0u);
+		EXPECT_EQ(backend_->counters(1).badChains.load(), 0u);
+		EXPECT_EQ(frontend_->queue(1).badUsedIds(), 0u);
+	}
+
 	std::string path_;
 	std::shared_ptr<SampleBackend> backend_;
 	std::unique_ptr<VhostUserDaemon> daemon_;
@@ -290,39 +331,7 @@ TEST_F(SampleBackendTest, KickWhileDisabledIsNotLost)
 
 TEST_F(SampleBackendTest, MemoryTableReplacedWhileTrafficRuns)
 {
-	connect();
-	ASSERT_TRUE(frontend_->negotiateQemu(options()));
-	std::atomic<bool> stop{ false };
-	std::atomic<unsigned> returned{ 0 };
-	/* Buffers come from a fixed pool so the bump allocator is not touched by both threads. */
-	uint64_t pool = mem_->alloc(64 * 128, 64);
-	std::thread traffic([&] {
-		SplitDriver &d = frontend_->queue(1);
-		unsigned posted = 0;
-		while (!stop.load() || d.inFlight() > 0) {
-			while (!stop.load() && d.numFree() > 0 && d.inFlight() < 64) {
-				BufferSpec spec{ pool + (posted % 64) * 128, 128, false };
-				d.addChain(std::span(&spec, 1));
-				posted++;
-			}
-			d.publish();
-			frontend_->kick(1);
-			returned += static_cast<unsigned>(d.collectUsed().size());
-			std::this_thread::yield();
-			if (stop.load() && returned == posted)
-				break;
-		}
-	});
-	for (int i = 0; i < 20; i++) {
-		const GuestMemoryFd *regions[] = { mem_.get() };
-		ASSERT_TRUE(frontend_->setMemTable(regions)) << "SET_MEM_TABLE " << i;
-		std::this_thread::sleep_for(std::chrono::milliseconds(5));
-	}
-	stop = true;
-	traffic.join();
-	EXPECT_GT(returned.load(), 0u);
-	EXPECT_EQ(backend_->counters(1).badChains.load(), 0u);
-	EXPECT_EQ(frontend_->queue(1).badUsedIds(), 0u);
+	replaceMemoryUnderTraffic(20, true);
 }
 
 TEST_F(SampleBackendTest, RegionAddedAndRemovedWithMemSlots)
@@ -941,35 +950,7 @@ TEST_F(PollingTest, SleepsOnKicksWhenIdleAndWakesOnAKick)
 
 TEST_F(PollingTest, MemoryTableReplacedWhileTrafficRuns)
 {
-	connect();
-	ASSERT_TRUE(frontend_->negotiateQemu(options()));
-	std::atomic<bool> stop{ false };
-	std::atomic<unsigned> returned{ 0 };
-	uint64_t pool = mem_->alloc(64 * 128, 64);
-	std::thread traffic([&] {
-		SplitDriver &d = frontend_->queue(1);
-		unsigned posted = 0;
-		while (!stop.load() || d.inFlight() > 0) {
-			while (!stop.load() && d.numFree() > 0 && d.inFlight() < 64) {
-				BufferSpec spec{ pool + (posted % 64) * 128, 128, false };
-				d.addChain(std::span(&spec, 1));
-				posted++;
-			}
-			d.publish();
-			returned += static_cast<unsigned>(d.collectUsed().size());
-			std::this_thread::yield();
-		}
-	});
-	for (int i = 0; i < 10; i++) {
-		const GuestMemoryFd *regions[] = { mem_.get() };
-		ASSERT_TRUE(frontend_->setMemTable(regions)) << "SET_MEM_TABLE " << i;
-		std::this_thread::sleep_for(std::chrono::milliseconds(5));
-	}
-	stop = true;
-	traffic.join();
-	EXPECT_GT(returned.load(), 0u);
-	EXPECT_EQ(backend_->counters(1).badChains.load(), 0u);
-	EXPECT_EQ(frontend_->queue(1).badUsedIds(), 0u);
+	replaceMemoryUnderTraffic(10, false);
 }
 
 TEST_F(PollingTest, NothingMovesAfterGetVringBase)
