@@ -172,59 +172,8 @@ Result<Message *> TestFrontend::receiveReply(int timeoutMs)
 {
 	if (!conn_.isValid())
 		return Error{ EBADF, "front-end socket is closed" };
-	Message &m = *reply_;
-	m.closeFds();
-	m.header = {};
-	auto deadline = deadlineAfter(timeoutMs);
-	size_t got = 0;
-	size_t total = sizeof(MessageHeader);
-	while (got < total) {
-		int ev = pollUntil(conn_.fd(), POLLIN, deadline);
-		if (ev < 0)
-			return errnoError("poll");
-		if (ev == 0)
-			return Error{ ETIMEDOUT, "no reply from the back-end in time" };
-
-		iovec iov;
-		if (got < sizeof(MessageHeader))
-			iov = { reinterpret_cast<uint8_t *>(&m.header) + got,
-				sizeof(MessageHeader) - got };
-		else
-			iov = { m.payload + (got - sizeof(MessageHeader)), total - got };
-		alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * vhost::kMaxFds)];
-		msghdr mh{};
-		mh.msg_iov = &iov;
-		mh.msg_iovlen = 1;
-		mh.msg_control = control;
-		mh.msg_controllen = sizeof(control);
-		ssize_t n = ::recvmsg(conn_.fd(), &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-		if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
-			continue;
-		if (n < 0)
-			return errnoError("recvmsg");
-		for (cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-				continue;
-			size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-			for (size_t i = 0; i < count; i++) {
-				int fd;
-				std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-				if (m.fdCount < vhost::kMaxFds)
-					m.fds[m.fdCount++].reset(fd);
-				else
-					::close(fd);
-			}
-		}
-		if (n == 0)
-			return Error{ ECONNRESET, "back-end closed the connection" };
-		got += static_cast<size_t>(n);
-		if (got == sizeof(MessageHeader)) {
-			if (m.header.size > vhost::kMaxPayloadSize)
-				return Error{ EPROTO, "reply payload larger than kMaxPayloadSize" };
-			total += m.header.size;
-		}
-	}
-	return &m;
+	VUB_TRY(conn_.receiveBlocking(*reply_, timeoutMs));
+	return reply_.get();
 }
 
 bool TestFrontend::peerClosed(int timeoutMs)

@@ -119,8 +119,8 @@ public:
 	Result<void> sendRaw(uint32_t request, const void *payload, uint32_t size,
 			     std::span<const int> fds = {}, uint32_t flags = vhost::kVersion);
 	/**
-	 * \brief Read one whole message (header, payload, fds) from the back-end, checking
-	 * nothing but that the payload fits kMaxPayloadSize.
+	 * \brief Read one whole message (header, payload, fds) from the back-end, framed by
+	 * Connection::receiveBlocking: version 1, at most kMaxPayloadSize, at most 8 fds.
 	 * \return the message, owned by the front-end and valid until the next receive
 	 */
 	Result<vhost::Message *> receiveReply(int timeoutMs = kDefaultTimeoutMs);
