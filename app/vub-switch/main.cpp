@@ -163,11 +163,13 @@ void printStats(const Forwarding &fwd)
 			rxDropped += s.dropBadChain.get() + s.dropTooShort.get() + s.dropTooLong.get() +
 				     s.dropNoMbuf.get();
 		}
-		std::printf("port %zu: rx-packets %" PRIu64 " rx-bytes %" PRIu64 " tx-packets %" PRIu64
-			    " tx-bytes %" PRIu64 " tx-dropped %" PRIu64 " rx-dropped %" PRIu64 "\n",
+		std::printf("port %zu: rx-packets %" PRIu64 " rx-bytes %" PRIu64
+			    " tx-packets %" PRIu64 " tx-bytes %" PRIu64 " tx-dropped %" PRIu64
+			    " rx-dropped %" PRIu64 " features %" PRIu64 "\n",
 			    p, port.counters.rxPackets.get(), port.counters.rxBytes.get(),
 			    port.counters.txPackets.get(), port.counters.txBytes.get(),
-			    port.counters.txDropped.get(), rxDropped);
+			    port.counters.txDropped.get(), rxDropped,
+			    port.net->negotiatedFeatures());
 	}
 	std::fflush(stdout);
 }

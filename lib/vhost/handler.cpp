@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "vub/base/log.h"
 #include "vub/virtio/features.h"
@@ -453,6 +454,7 @@ void VhostUserHandler::resetDeviceState()
 		state->setErr(EventFd());
 		state->setInbandChannel(nullptr, 0);
 		state->getQueue().reset();
+		state->getPackedQueue().reset();
 	}
 	regions_.clear();
 	mem_->replace(std::make_unique<GuestMemory>());
@@ -622,12 +624,16 @@ Result<void> VhostUserHandler::setFeatures(uint64_t features)
 	featuresSet_ = true;
 	bool eventIdx = features & virtio::bit(virtio::kFEventIdx);
 	bool indirect = features & virtio::bit(virtio::kFIndirectDesc);
+	bool packed = features & virtio::bit(virtio::kFRingPacked);
 	bool protocolFeatures = features & virtio::bit(virtio::kVhostUserFProtocolFeatures);
 	for (auto &slot : vrings_) {
 		{
 			auto state = slot.vring->getMut();
-			state->getQueue().setEventIdx(eventIdx);
-			state->getQueue().setIndirect(indirect);
+			state->setPacked(packed);
+			state->visitQueue([&](auto &queue) {
+				queue.setEventIdx(eventIdx);
+				queue.setIndirect(indirect);
+			});
 			/* Without protocol features a ring is enabled from the start. */
 			if (!protocolFeatures)
 				state->setEnabled(true);
@@ -661,14 +667,16 @@ Result<void> VhostUserHandler::installMemory(std::vector<std::shared_ptr<MemoryR
 		/* Rings move to the new mappings before the old ones can go. */
 		for (auto &slot : vrings_) {
 			auto state = slot.vring->getMut();
-			SplitQueue &queue = state->getQueue();
-			if (!queue.hasAddresses() || queue.size() == 0)
-				continue;
-			if (!queue.translate(next)) {
-				queue.setReady(false);
-				VUB_LOG(Memory, Warning, "%s: a ring is outside the new memory table; stopped",
-					name_.c_str());
-			}
+			state->visitQueue([&](auto &queue) {
+				if (!queue.hasAddresses() || queue.size() == 0)
+					return;
+				if (!queue.translate(next)) {
+					queue.setReady(false);
+					VUB_LOG(Memory, Warning,
+						"%s: a ring is outside the new memory table; stopped",
+						name_.c_str());
+				}
+			});
 		}
 	});
 	regions_ = std::move(regions);
@@ -744,7 +752,7 @@ Result<void> VhostUserHandler::setVringNum(const VringStateMsg &state)
 	auto vring = (*slot)->vring->getMut();
 	if (vring->isStarted())
 		return Error{ EBUSY, "ring size changed while the ring runs" };
-	return vring->getQueue().setSize(state.num);
+	return vring->visitQueue([&](auto &queue) { return queue.setSize(state.num); });
 }
 
 Result<void> VhostUserHandler::setVringAddr(const VringAddrMsg &addr)
@@ -755,16 +763,18 @@ Result<void> VhostUserHandler::setVringAddr(const VringAddrMsg &addr)
 	auto vring = (*slot)->vring->getMut();
 	if (vring->isStarted())
 		return Error{ EBUSY, "ring addresses changed while the ring runs" };
-	SplitQueue &queue = vring->getQueue();
-	VUB_TRY(queue.setAddresses(addr.desc, addr.avail, addr.used));
-	auto translated = queue.translate(*mem_->memory());
-	if (!translated) {
-		queue.reset();
-		return translated.error();
-	}
-	/* The used ring lives in guest memory: resume from the index the guest sees. */
-	queue.setNextUsed(queue.guestUsedIdx());
-	return {};
+	return vring->visitQueue([&](auto &queue) -> Result<void> {
+		VUB_TRY(queue.setAddresses(addr.desc, addr.avail, addr.used));
+		auto translated = queue.translate(*mem_->memory());
+		if (!translated) {
+			queue.reset();
+			return translated.error();
+		}
+		/* A split used ring says its index: resume from what the guest sees. */
+		if constexpr (std::is_same_v<std::decay_t<decltype(queue)>, SplitQueue>)
+			queue.setNextUsed(queue.guestUsedIdx());
+		return {};
+	});
 }
 
 Result<void> VhostUserHandler::setVringBase(const VringStateMsg &state)
@@ -772,11 +782,14 @@ Result<void> VhostUserHandler::setVringBase(const VringStateMsg &state)
 	auto slot = vringAt(state.index);
 	if (!slot)
 		return slot.error();
-	if (state.num > 0xffff)
-		return Error{ EINVAL, "split ring base above 16 bits" };
 	auto vring = (*slot)->vring->getMut();
 	if (vring->isStarted())
 		return Error{ EBUSY, "ring base changed while the ring runs" };
+	/* Packed: both positions with their wrap counters (PackedQueue::setBase()). */
+	if (vring->isPacked())
+		return vring->getPackedQueue().setBase(state.num);
+	if (state.num > 0xffff)
+		return Error{ EINVAL, "split ring base above 16 bits" };
 	vring->getQueue().setNextAvail(static_cast<uint16_t>(state.num));
 	return {};
 }
@@ -788,14 +801,16 @@ Result<VringStateMsg> VhostUserHandler::getVringBase(const VringStateMsg &state)
 		return slot.error();
 	stopVring(**slot);
 	auto vring = (*slot)->vring->getRef();
-	return VringStateMsg{ state.index, vring->getQueue().nextAvail() };
+	uint32_t base =
+		vring->isPacked() ? vring->getPackedQueue().base() : vring->getQueue().nextAvail();
+	return VringStateMsg{ state.index, base };
 }
 
 void VhostUserHandler::stopVring(VringSlot &slot)
 {
 	{
 		auto vring = slot.vring->getMut();
-		vring->getQueue().setReady(false);
+		vring->visitQueue([](auto &queue) { queue.setReady(false); });
 	}
 	updateKickWatch(slot);
 	/* A kick after the stop must not restart the ring: the front-end sends a new one. */
@@ -807,14 +822,20 @@ void VhostUserHandler::tryStart(VringSlot &slot)
 {
 	{
 		auto vring = slot.vring->getMut();
-		SplitQueue &queue = vring->getQueue();
-		if (!vring->getKick().isValid() || queue.size() == 0 || !queue.hasAddresses())
+		bool hasKick = vring->getKick().isValid();
+		bool started = vring->visitQueue([&](auto &queue) {
+			if (!hasKick || queue.size() == 0 || !queue.hasAddresses())
+				return false;
+			if (!queue.isTranslated() && !queue.translate(*mem_->memory())) {
+				VUB_LOG(Vring, Warning, "%s: ring not in guest memory; not started",
+					name_.c_str());
+				return false;
+			}
+			queue.setReady(true);
+			return true;
+		});
+		if (!started)
 			return;
-		if (!queue.isTranslated() && !queue.translate(*mem_->memory())) {
-			VUB_LOG(Vring, Warning, "%s: ring not in guest memory; not started", name_.c_str());
-			return;
-		}
-		queue.setReady(true);
 	}
 	updateKickWatch(slot);
 }
@@ -946,6 +967,7 @@ Result<void> VhostUserHandler::resetDevice()
 		auto vring = slot.vring->getMut();
 		vring->setEnabled(false);
 		vring->getQueue().reset();
+		vring->getPackedQueue().reset();
 	}
 	ackedFeatures_ = 0;
 	featuresSet_ = false;

@@ -171,8 +171,8 @@ ChainError PackedQueue::takeDesc(const GuestMemory &mem, const PackedDesc &d, bo
 				 std::span<DescBuffer> storage, DescriptorChain &chain)
 {
 	if (!(d.flags & virtio::kPackedDescFIndirect))
-		return appendDescBuffer(mem, d.addr, d.len, (d.flags & virtio::kPackedDescFWrite) != 0,
-					storage, chain, &regionHint_);
+		return appendDescBuffer(mem, d.addr, d.len, (d.flags & writeFlag_) != 0, storage,
+					chain, &regionHint_);
 
 	if (!indirect_)
 		return ChainError::IndirectNotNegotiated;
@@ -196,9 +196,8 @@ ChainError PackedQueue::takeDesc(const GuestMemory &mem, const PackedDesc &d, bo
 		uint32_t len = std::atomic_ref<uint32_t>(e->len).load(std::memory_order_relaxed);
 		if (flags & virtio::kPackedDescFIndirect)
 			return ChainError::IndirectNested;
-		ChainError error = appendDescBuffer(mem, addr, len,
-						    (flags & virtio::kPackedDescFWrite) != 0, storage,
-						    chain, &regionHint_);
+		ChainError error = appendDescBuffer(mem, addr, len, (flags & writeFlag_) != 0,
+						    storage, chain, &regionHint_);
 		if (error != ChainError::None)
 			return error;
 	}
@@ -265,10 +264,29 @@ PackedQueue::PopStatus PackedQueue::pop(const GuestMemory &mem, std::span<DescBu
 	availWrap_ = wrap;
 	lastDescCount_ = static_cast<uint16_t>(count);
 	chain.head = d.id;
+	chain.descCount = lastDescCount_;
 	if (error != ChainError::None)
 		return refuse(error);
 	stats_.chains++;
 	return PopStatus::Ok;
+}
+
+uint16_t PackedQueue::available(uint16_t max) const
+{
+	if (!ready_ || !desc_ || broken_)
+		return 0;
+	uint16_t idx = lastAvailIdx_;
+	bool wrap = availWrap_;
+	uint16_t room = static_cast<uint16_t>(size_ - inFlight());
+	uint16_t n = 0;
+	while (n < max && n < room && virtio::packedDescIsAvail(loadFlags(desc_ + idx), wrap)) {
+		n++;
+		if (++idx == size_) {
+			idx = 0;
+			wrap = !wrap;
+		}
+	}
+	return n;
 }
 
 bool PackedQueue::needsNotification()

@@ -169,7 +169,7 @@ SplitQueue::PopStatus SplitQueue::pop(const GuestMemory &mem, std::span<DescBuff
 			inIndirect = true;
 			continue;
 		}
-		ChainError error = appendDescBuffer(mem, d.addr, d.len, (d.flags & virtio::kDescFWrite) != 0,
+		ChainError error = appendDescBuffer(mem, d.addr, d.len, (d.flags & writeFlag_) != 0,
 						    storage, chain, &regionHint_);
 		if (error != ChainError::None)
 			return refuse(error);

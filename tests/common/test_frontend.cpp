@@ -384,6 +384,16 @@ Result<void> TestFrontend::setVringAddr(uint32_t index, const SplitDriver &drive
 	return setVringAddr(a);
 }
 
+Result<void> TestFrontend::setVringAddr(uint32_t index, const PackedDriver &driver)
+{
+	vhost::VringAddrMsg a{};
+	a.index = index;
+	a.desc = driver.descQva();
+	a.avail = driver.driverEventQva();
+	a.used = driver.deviceEventQva();
+	return setVringAddr(a);
+}
+
 Result<void> TestFrontend::setVringAddr(const vhost::VringAddrMsg &addr)
 {
 	return sendAcked(FrontendRequest::SetVringAddr, &addr, sizeof(addr));
@@ -568,7 +578,10 @@ Result<void> TestFrontend::prepareQueues(const NegotiateOptions &options)
 	queues_.resize(options.queues);
 	for (QueueState &q : queues_) {
 		try {
-			q.driver = std::make_unique<SplitDriver>(*mem, options.queueSize);
+			if (options.packed)
+				q.packed = std::make_unique<PackedDriver>(*mem, options.queueSize);
+			else
+				q.driver = std::make_unique<SplitDriver>(*mem, options.queueSize);
 		} catch (const std::bad_alloc &) {
 			queues_.clear();
 			return Error{ ENOMEM, "guest memory too small for the rings" };
@@ -613,9 +626,16 @@ Result<void> TestFrontend::sendMemory(const NegotiateOptions &options)
 Result<void> TestFrontend::startRing(unsigned i, uint32_t base, bool sendCall)
 {
 	QueueState &q = queueState(i);
-	VUB_TRY(setVringNum(i, q.driver->size()));
-	VUB_TRY(setVringBase(i, base));
-	VUB_TRY(setVringAddr(i, *q.driver));
+	if (q.packed) {
+		/* DPDK's encoding: the avail half, its wrap counter set at start. */
+		VUB_TRY(setVringNum(i, q.packed->size()));
+		VUB_TRY(setVringBase(i, base | virtio::kPackedBaseAvailWrap));
+		VUB_TRY(setVringAddr(i, *q.packed));
+	} else {
+		VUB_TRY(setVringNum(i, q.driver->size()));
+		VUB_TRY(setVringBase(i, base));
+		VUB_TRY(setVringAddr(i, *q.driver));
+	}
 	VUB_TRY(setVringKick(i, q.kick.fd()));
 	if (sendCall)
 		VUB_TRY(setVringCall(i, q.call.fd()));
@@ -719,21 +739,32 @@ Result<void> TestFrontend::negotiateDpdk(const NegotiateOptions &options)
 
 TestFrontend::QueueState &TestFrontend::queueState(unsigned i)
 {
-	if (i >= queues_.size() || !queues_[i].driver)
+	if (i >= queues_.size() || (!queues_[i].driver && !queues_[i].packed))
 		throw std::out_of_range("TestFrontend: no such queue (negotiate first)");
 	return queues_[i];
 }
 
 const TestFrontend::QueueState &TestFrontend::queueState(unsigned i) const
 {
-	if (i >= queues_.size() || !queues_[i].driver)
+	if (i >= queues_.size() || (!queues_[i].driver && !queues_[i].packed))
 		throw std::out_of_range("TestFrontend: no such queue (negotiate first)");
 	return queues_[i];
 }
 
 SplitDriver &TestFrontend::queue(unsigned i)
 {
-	return *queueState(i).driver;
+	QueueState &q = queueState(i);
+	if (!q.driver)
+		throw std::logic_error("TestFrontend: queue is packed (packedQueue())");
+	return *q.driver;
+}
+
+PackedDriver &TestFrontend::packedQueue(unsigned i)
+{
+	QueueState &q = queueState(i);
+	if (!q.packed)
+		throw std::logic_error("TestFrontend: queue is split (queue())");
+	return *q.packed;
 }
 
 int TestFrontend::kickFd(unsigned i) const
@@ -760,7 +791,7 @@ bool TestFrontend::kickIfNeeded(unsigned i)
 {
 	QueueState &q = queueState(i);
 	bool eventIdx = (features_ & virtio::bit(virtio::kFEventIdx)) != 0;
-	if (!q.driver->needsKick(eventIdx))
+	if (q.packed ? !q.packed->needsKick() : !q.driver->needsKick(eventIdx))
 		return false;
 	q.kick.notify();
 	return true;

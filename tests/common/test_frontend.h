@@ -16,6 +16,7 @@
 #include "vub/virtio/features.h"
 
 #include "guest_memory_fd.h"
+#include "packed_driver.h"
 #include "split_driver.h"
 
 namespace vub::test {
@@ -39,6 +40,11 @@ struct NegotiateOptions {
 	/** \brief Virtqueues (not pairs): 2 = one RX/TX pair. */
 	unsigned queues = 2;
 	uint16_t queueSize = 256;
+	/**
+	 * \brief Packed rings (PackedDriver, reached with packedQueue()) instead of split ones;
+	 * add VIRTIO_F_RING_PACKED to \a features too.
+	 */
+	bool packed = false;
 	/**
 	 * \brief Virtio features wanted; SET_FEATURES sends (features & offered), plus bit 30
 	 * (VHOST_USER_F_PROTOCOL_FEATURES) when offered.
@@ -153,6 +159,7 @@ public:
 	Result<void> setVringNum(uint32_t index, uint32_t num);
 	/** \brief SET_VRING_ADDR with the QVAs of \a driver (desc, used, avail), log = used GPA. */
 	Result<void> setVringAddr(uint32_t index, const SplitDriver &driver, uint32_t flags = 0);
+	Result<void> setVringAddr(uint32_t index, const PackedDriver &driver);
 	Result<void> setVringAddr(const vhost::VringAddrMsg &addr);
 	Result<void> setVringBase(uint32_t index, uint32_t num);
 	/** \brief GET_VRING_BASE (stops the ring). \return the reply's num */
@@ -238,6 +245,8 @@ public:
 	unsigned numQueues() const { return static_cast<unsigned>(queues_.size()); }
 	/** \brief The driver of queue \a i; throws std::out_of_range when there is none. */
 	SplitDriver &queue(unsigned i);
+	/** \brief The packed ring of queue \a i (NegotiateOptions::packed). */
+	PackedDriver &packedQueue(unsigned i);
 	int kickFd(unsigned i) const;
 	int callFd(unsigned i) const;
 	int errFd(unsigned i) const;
@@ -263,6 +272,7 @@ public:
 private:
 	struct QueueState {
 		std::unique_ptr<SplitDriver> driver;
+		std::unique_ptr<PackedDriver> packed; /**< instead of \a driver */
 		EventFd kick;
 		EventFd call;
 		EventFd err;

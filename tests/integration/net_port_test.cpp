@@ -54,7 +54,8 @@ public:
 	static inline rte_mempool *pool = nullptr;
 };
 
-class NetPortTest : public ::testing::Test
+/* Parameter: packed rings (true) or split ones. */
+class NetPortTest : public ::testing::TestWithParam<bool>
 {
 protected:
 	void SetUp() override
@@ -95,9 +96,36 @@ protected:
 		NegotiateOptions o;
 		o.queues = 2;
 		o.memory = { mem_.get() };
+		o.packed = GetParam();
 		o.features = virtio::bit(virtio::kFVersion1) |
-			     (mergeable ? virtio::bit(virtio::kNetFMrgRxbuf) : 0);
+			     (mergeable ? virtio::bit(virtio::kNetFMrgRxbuf) : 0) |
+			     (o.packed ? virtio::bit(virtio::kFRingPacked) : 0);
 		ASSERT_TRUE(frontend_->negotiateDpdk(o));
+	}
+
+	/** The guest makes a chain available on queue \a q. */
+	void addChain(unsigned q, std::span<const BufferSpec> specs)
+	{
+		if (GetParam()) {
+			ASSERT_GE(frontend_->packedQueue(q).addChain(specs), 0);
+			return;
+		}
+		ASSERT_GE(frontend_->queue(q).addChain(specs), 0);
+		frontend_->queue(q).publish();
+	}
+
+	/** The lengths of the chains the port returned on queue \a q since the last call. */
+	std::vector<uint32_t> usedLens(unsigned q)
+	{
+		std::vector<uint32_t> lens;
+		if (GetParam()) {
+			for (const auto &u : frontend_->packedQueue(q).collectUsed())
+				lens.push_back(u.len);
+		} else {
+			for (const auto &u : frontend_->queue(q).collectUsed())
+				lens.push_back(u.len);
+		}
+		return lens;
 	}
 
 	/** The guest sends \a payload, its 12-byte header split at \a split bytes. */
@@ -109,8 +137,7 @@ protected:
 		mem_->write(a, frame.data(), split);
 		mem_->write(b, frame.data() + split, frame.size() - split);
 		BufferSpec specs[] = { { a, split, false }, { b, static_cast<uint32_t>(frame.size() - split), false } };
-		ASSERT_GE(frontend_->queue(1).addChain(specs), 0);
-		frontend_->queue(1).publish();
+		addChain(1, specs);
 	}
 
 	/** Poll like an lcore until \a want packets came, or 2 s passed. */
@@ -154,7 +181,7 @@ protected:
 	std::optional<Rcu::Reader> reader_;
 };
 
-TEST_F(NetPortTest, GuestFramesArriveByteForByteWhateverTheHeaderSplit)
+TEST_P(NetPortTest, GuestFramesArriveByteForByteWhateverTheHeaderSplit)
 {
 	negotiate(true);
 	/* Header in one piece, split inside it, and header plus 3 payload bytes in the first. */
@@ -170,10 +197,28 @@ TEST_F(NetPortTest, GuestFramesArriveByteForByteWhateverTheHeaderSplit)
 		EXPECT_EQ(flatten(pkts[i]), sent[i]) << "frame " << i;
 		rte_pktmbuf_free(pkts[i]);
 	}
-	EXPECT_EQ(frontend_->queue(1).collectUsed().size(), 4u);
+	EXPECT_EQ(usedLens(1).size(), 4u);
 }
 
-TEST_F(NetPortTest, JumboFrameBecomesAnMbufChain)
+TEST_P(NetPortTest, GetVringBaseStopsTheRingAtWhereTheGuestIs)
+{
+	negotiate(true);
+	for (uint8_t i = 0; i < 3; i++)
+		guestSend(pattern(60, i), 5); /* two descriptors each */
+	rte_mbuf *pkts[3];
+	ASSERT_EQ(dequeue(pkts, 3), 3);
+	rte_pktmbuf_free_bulk(pkts, 3);
+	auto base = frontend_->getVringBase(1);
+	ASSERT_TRUE(base);
+	if (GetParam()) {
+		/* Avail and used at descriptor 6 of the first lap: both wrap counters still 1. */
+		EXPECT_EQ(*base, 6u | 1u << 15 | 6u << 16 | 1u << 31);
+	} else {
+		EXPECT_EQ(*base, 3u);
+	}
+}
+
+TEST_P(NetPortTest, JumboFrameBecomesAnMbufChain)
 {
 	negotiate(true);
 	auto payload = pattern(9000, 7);
@@ -186,20 +231,19 @@ TEST_F(NetPortTest, JumboFrameBecomesAnMbufChain)
 	rte_pktmbuf_free(m);
 }
 
-TEST_F(NetPortTest, ChainsNoLongerThanTheHeaderAreDropped)
+TEST_P(NetPortTest, ChainsNoLongerThanTheHeaderAreDropped)
 {
 	negotiate(true);
 	uint64_t a = mem_->alloc(12, 16);
 	BufferSpec spec{ a, 12, false };
-	ASSERT_GE(frontend_->queue(1).addChain(std::span(&spec, 1)), 0);
-	frontend_->queue(1).publish();
+	addChain(1, std::span(&spec, 1));
 	guestSend(pattern(60, 1), 12);
 	rte_mbuf *pkts[2];
 	ASSERT_EQ(dequeue(pkts, 1), 1);
 	EXPECT_EQ(pkts[0]->pkt_len, 60u) << "the good frame after the bad one";
 	rte_pktmbuf_free(pkts[0]);
 	EXPECT_EQ(port_->stats(0, true).dropTooShort.get(), 1u);
-	EXPECT_EQ(frontend_->queue(1).collectUsed().size(), 2u) << "both chains go back to the guest";
+	EXPECT_EQ(usedLens(1).size(), 2u) << "both chains go back to the guest";
 }
 
 /** The port writes \a payload into the guest's RX buffers; returns what the guest sees. */
@@ -219,10 +263,9 @@ protected:
 		for (unsigned i = 0; i < n; i++) {
 			uint64_t g = mem_->alloc(size, 64);
 			BufferSpec spec{ g, size, true };
-			EXPECT_GE(frontend_->queue(0).addChain(std::span(&spec, 1)), 0);
+			addChain(0, std::span(&spec, 1));
 			gpas.push_back(g);
 		}
-		frontend_->queue(0).publish();
 		return gpas;
 	}
 	/** Offer \a payload as an mbuf chain, retrying for a while when \a retry. */
@@ -259,11 +302,11 @@ protected:
 	Received collect(const std::vector<uint64_t> &gpas)
 	{
 		Received r{};
-		auto used = frontend_->queue(0).collectUsed();
+		auto used = usedLens(0);
 		r.buffers = static_cast<unsigned>(used.size());
 		for (size_t i = 0; i < used.size(); i++) {
 			const uint8_t *p = mem_->hostPtr(gpas[i]);
-			uint32_t len = used[i].len;
+			uint32_t len = used[i];
 			if (i == 0) {
 				std::memcpy(&r.header, p, sizeof(r.header));
 				p += 12;
@@ -275,7 +318,7 @@ protected:
 	}
 };
 
-TEST_F(NetPortRxTest, MergeableFrameSpansBuffersWithNumBuffers)
+TEST_P(NetPortRxTest, MergeableFrameSpansBuffersWithNumBuffers)
 {
 	negotiate(true);
 	auto gpas = postRx(8, 1024);
@@ -288,7 +331,7 @@ TEST_F(NetPortRxTest, MergeableFrameSpansBuffersWithNumBuffers)
 	EXPECT_EQ(r.data, payload);
 }
 
-TEST_F(NetPortRxTest, WithoutMergeableOneBufferPerFrame)
+TEST_P(NetPortRxTest, WithoutMergeableOneBufferPerFrame)
 {
 	negotiate(false);
 	auto gpas = postRx(2, 2048);
@@ -300,7 +343,7 @@ TEST_F(NetPortRxTest, WithoutMergeableOneBufferPerFrame)
 	EXPECT_EQ(r.data, payload);
 }
 
-TEST_F(NetPortRxTest, FrameLargerThanANonMergeableBufferIsDroppedAndTheBufferKept)
+TEST_P(NetPortRxTest, FrameLargerThanANonMergeableBufferIsDroppedAndTheBufferKept)
 {
 	negotiate(false);
 	auto gpas = postRx(1, 1024);
@@ -311,7 +354,7 @@ TEST_F(NetPortRxTest, FrameLargerThanANonMergeableBufferIsDroppedAndTheBufferKep
 	EXPECT_EQ(collect(gpas).data, payload);
 }
 
-TEST_F(NetPortRxTest, NoBufferMeansNothingWrittenAndCounted)
+TEST_P(NetPortRxTest, NoBufferMeansNothingWrittenAndCounted)
 {
 	negotiate(true);
 	rte_mbuf *m = rte_pktmbuf_alloc(EalEnvironment::pool);
@@ -321,8 +364,16 @@ TEST_F(NetPortRxTest, NoBufferMeansNothingWrittenAndCounted)
 	EXPECT_EQ(port_->enqueueBurst(0, &m, 1), 0);
 	reader_->offline();
 	rte_pktmbuf_free(m);
-	EXPECT_EQ(frontend_->queue(0).usedIdx(), 0u);
+	EXPECT_TRUE(usedLens(0).empty());
 }
+
+std::string ringName(const ::testing::TestParamInfo<bool> &info)
+{
+	return info.param ? "Packed" : "Split";
+}
+
+INSTANTIATE_TEST_SUITE_P(Rings, NetPortTest, ::testing::Bool(), ringName);
+INSTANTIATE_TEST_SUITE_P(Rings, NetPortRxTest, ::testing::Bool(), ringName);
 
 } /* namespace */
 

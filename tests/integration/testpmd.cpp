@@ -243,12 +243,11 @@ std::vector<std::string> testpmdArgs(const std::string &binary, const TestpmdOpt
 		vdev = "net_virtio_user0,path=" + options.socketPath +
 		       ",queues=" + std::to_string(options.queues) +
 		       ",queue_size=" + std::to_string(options.queueSize);
-		if (options.packedVq)
-			vdev += ",packed_vq=1";
-		if (!options.mrgRxbuf)
-			vdev += ",mrg_rxbuf=0";
-		if (options.inOrder)
-			vdev += ",in_order=1";
+		/* Each said both ways: virtio-user's defaults differ (in_order is on by default).
+		 */
+		vdev += options.packedVq ? ",packed_vq=1" : ",packed_vq=0";
+		vdev += options.mrgRxbuf ? ",mrg_rxbuf=1" : ",mrg_rxbuf=0";
+		vdev += options.inOrder ? ",in_order=1" : ",in_order=0";
 		if (options.server)
 			vdev += ",server=1";
 	}

@@ -16,6 +16,7 @@ namespace vub::net {
 
 using vhost::DescBuffer;
 using vhost::DescriptorChain;
+using vhost::PackedQueue;
 using vhost::SplitQueue;
 using vhost::VringState;
 
@@ -103,6 +104,7 @@ uint64_t VhostNetPort::features() const
 {
 	return virtio::bit(virtio::kFVersion1) | virtio::bit(virtio::kNetFMrgRxbuf) |
 	       virtio::bit(virtio::kFEventIdx) | virtio::bit(virtio::kFIndirectDesc) |
+	       virtio::bit(virtio::kFRingPacked) | virtio::bit(virtio::kFInOrder) |
 	       virtio::bit(virtio::kNetFMq) | virtio::bit(virtio::kVhostUserFProtocolFeatures);
 }
 
@@ -115,6 +117,7 @@ uint64_t VhostNetPort::protocolFeatures() const
 
 void VhostNetPort::ackedFeatures(uint64_t features)
 {
+	features_.store(features, std::memory_order_relaxed);
 	headerBytes_.store(static_cast<uint32_t>(virtio::netHeaderSize(features)), std::memory_order_relaxed);
 	mergeable_.store((features & virtio::bit(virtio::kNetFMrgRxbuf)) != 0, std::memory_order_relaxed);
 }
@@ -136,13 +139,43 @@ Result<void> VhostNetPort::attach(const std::vector<vhost::VringT *> &vrings)
 		if (!polled)
 			return Error{ EINVAL, "a vhost-user net port needs VringPolled vrings" };
 		queues_[i]->ring = vhost::PolledRing{ polled, 0 };
+		/* Odd virtqueues are the guest's TX: the device only reads them. */
+		auto state = polled->getMut();
+		state->getQueue().setDeviceReadsOnly(i % 2 == 1);
+		state->getPackedQueue().setDeviceReadsOnly(i % 2 == 1);
 	}
 	return {};
 }
 
-void VhostNetPort::notify(VringState &state, NetQueueStats &stats)
+namespace {
+
+uint16_t availableUpTo(SplitQueue &ring, uint16_t n)
 {
-	state.getQueue().publishUsed();
+	return std::min(n, ring.available());
+}
+
+uint16_t availableUpTo(PackedQueue &ring, uint16_t n)
+{
+	return ring.available(n);
+}
+
+/** Give a chain back: a split ring's used entry, or a packed ring's used descriptor. */
+void putUsed(SplitQueue &ring, uint16_t head, uint16_t, uint32_t len)
+{
+	ring.addUsed(head, len);
+}
+
+void putUsed(PackedQueue &ring, uint16_t head, uint16_t descCount, uint32_t len)
+{
+	ring.addUsed(head, len, descCount);
+}
+
+} /* namespace */
+
+template <typename Ring>
+void VhostNetPort::notify(VringState &state, Ring &ring, NetQueueStats &stats)
+{
+	ring.publishUsed();
 	if (state.needsNotification()) {
 		state.signalUsedQueue();
 		stats.notifications++;
@@ -155,15 +188,24 @@ uint16_t VhostNetPort::dequeueBurst(unsigned pair, rte_mempool *pool, rte_mbuf *
 	VringState *state = q.ring.acquire();
 	if (!state)
 		return 0;
-	SplitQueue &ring = state->getQueue();
-	n = std::min<uint16_t>(n, ring.available());
+	if (state->isPacked())
+		return dequeue(q, *state, state->getPackedQueue(), pool, pkts, n);
+	return dequeue(q, *state, state->getQueue(), pool, pkts, n);
+}
+
+template <typename Ring>
+uint16_t VhostNetPort::dequeue(Queue &q, VringState &state, Ring &ring, rte_mempool *pool,
+			       rte_mbuf **pkts, uint16_t n)
+{
+	using PopStatus = typename Ring::PopStatus;
+	n = availableUpTo(ring, n);
 	if (n == 0)
 		return 0;
 	if (rte_pktmbuf_alloc_bulk(pool, pkts, n) != 0) {
 		q.stats.dropNoMbuf++;
 		return 0;
 	}
-	const vhost::GuestMemory *mem = state->memory().memory();
+	const vhost::GuestMemory *mem = state.memory().memory();
 	uint32_t header = headerBytes_.load(std::memory_order_relaxed);
 	uint16_t got = 0;
 	uint64_t bytes = 0;
@@ -171,16 +213,16 @@ uint16_t VhostNetPort::dequeueBurst(unsigned pair, rte_mempool *pool, rte_mbuf *
 	for (uint16_t i = 0; i < n; i++) {
 		DescriptorChain chain;
 		auto status = ring.pop(*mem, q.storage, chain);
-		if (status == SplitQueue::PopStatus::Empty)
+		if (status == PopStatus::Empty)
 			break;
-		if (status == SplitQueue::PopStatus::Broken) {
-			state->signalError();
+		if (status == PopStatus::Broken) {
+			state.signalError();
 			break;
 		}
 		taken = true;
 		/* The guest's buffer is returned whatever becomes of the packet. */
-		ring.addUsed(chain.head, 0);
-		if (status == SplitQueue::PopStatus::BadChain) {
+		putUsed(ring, chain.head, chain.descCount, 0);
+		if (status == PopStatus::BadChain) {
 			q.stats.dropBadChain++;
 			continue;
 		}
@@ -207,7 +249,7 @@ uint16_t VhostNetPort::dequeueBurst(unsigned pair, rte_mempool *pool, rte_mbuf *
 	if (got < n)
 		rte_pktmbuf_free_bulk(pkts + got, n - got);
 	if (taken)
-		notify(*state, q.stats);
+		notify(state, ring, q.stats);
 	q.stats.packets += got;
 	q.stats.bytes += bytes;
 	return got;
@@ -219,18 +261,27 @@ uint16_t VhostNetPort::enqueueBurst(unsigned pair, rte_mbuf *const *pkts, uint16
 	VringState *state = q.ring.acquire();
 	if (!state)
 		return 0;
-	SplitQueue &ring = state->getQueue();
-	const vhost::GuestMemory *mem = state->memory().memory();
+	if (state->isPacked())
+		return enqueue(q, *state, state->getPackedQueue(), pkts, n);
+	return enqueue(q, *state, state->getQueue(), pkts, n);
+}
+
+template <typename Ring>
+uint16_t VhostNetPort::enqueue(Queue &q, VringState &state, Ring &ring, rte_mbuf *const *pkts,
+			       uint16_t n)
+{
+	using PopStatus = typename Ring::PopStatus;
+	const vhost::GuestMemory *mem = state.memory().memory();
 	uint32_t header = headerBytes_.load(std::memory_order_relaxed);
 	bool mergeable = mergeable_.load(std::memory_order_relaxed);
 	uint16_t sent = 0;
 	uint64_t bytes = 0;
 	bool taken = false;
-	bool outOfBuffers = false;
 
 	uint16_t heads[kMaxChainsPerPacket];
+	uint16_t descCounts[kMaxChainsPerPacket];
 	uint32_t capacity[kMaxChainsPerPacket];
-	for (uint16_t i = 0; i < n && !outOfBuffers; i++) {
+	for (uint16_t i = 0; i < n; i++) {
 		const rte_mbuf *m = pkts[i];
 		uint32_t need = header + m->pkt_len;
 		if (m->pkt_len > kMaxPacketBytes) {
@@ -238,54 +289,56 @@ uint16_t VhostNetPort::enqueueBurst(unsigned pair, rte_mbuf *const *pkts, uint16
 			continue;
 		}
 		/* Gather chains until the packet fits: one without MRG_RXBUF. */
+		uint32_t start = ring.availPosition();
 		unsigned chains = 0;
 		size_t pieces = 0;
 		uint32_t total = 0;
-		bool sawBad = false;
+		bool refused = false;
 		while (total < need) {
 			if (chains == kMaxChainsPerPacket || (!mergeable && chains == 1) ||
 			    pieces == kMaxPieces)
 				break;
 			DescriptorChain chain;
 			auto status = ring.pop(*mem, std::span(q.storage + pieces, kMaxPieces - pieces), chain);
-			if (status == SplitQueue::PopStatus::Empty)
+			if (status == PopStatus::Empty)
 				break;
-			if (status == SplitQueue::PopStatus::Broken) {
-				state->signalError();
+			if (status == PopStatus::Broken) {
+				state.signalError();
 				break;
 			}
 			taken = true;
-			if (status == SplitQueue::PopStatus::BadChain || chain.readableBytes != 0) {
-				/* Refused, or device-readable buffers on a receive queue. */
-				ring.addUsed(chain.head, 0);
+			if (status == PopStatus::BadChain || chain.readableBytes != 0) {
+				/*
+				 * Refused, or device-readable buffers on a receive queue: the
+				 * packet is dropped, and every chain taken for it goes back empty,
+				 * in the order taken (IN_ORDER).
+				 */
+				for (unsigned c = 0; c < chains; c++)
+					putUsed(ring, heads[c], descCounts[c], 0);
+				putUsed(ring, chain.head, chain.descCount, 0);
 				q.stats.dropBadChain++;
-				sawBad = true;
-				continue;
+				refused = true;
+				break;
 			}
 			heads[chains] = chain.head;
+			descCounts[chains] = chain.descCount;
 			capacity[chains] = chain.writableBytes;
 			chains++;
 			pieces += chain.bufferCount;
 			total += chain.writableBytes;
 		}
-		if (total < need) {
-			if (!sawBad) {
-				/* Give the chains back: they are the next ones the guest sees used. */
-				ring.unpop(static_cast<uint16_t>(chains));
-				if (!mergeable && chains == 1) {
-					/* The guest's buffers are smaller than this packet. */
-					q.stats.dropTooLong++;
-					continue;
-				}
-				outOfBuffers = true;
-				q.stats.dropNoBuffer += n - i;
-				break;
-			}
-			/* Chains taken around a refused one cannot go back in order: return them empty. */
-			for (unsigned c = 0; c < chains; c++)
-				ring.addUsed(heads[c], 0);
-			q.stats.dropNoBuffer++;
+		if (refused)
 			continue;
+		if (total < need) {
+			/* Give the chains back: they are the next ones the guest sees used. */
+			ring.rewindAvail(start);
+			if (!mergeable && chains == 1) {
+				/* The guest's buffers are smaller than this packet. */
+				q.stats.dropTooLong++;
+				continue;
+			}
+			q.stats.dropNoBuffer += n - i;
+			break;
 		}
 
 		PieceWriter writer{ q.storage, q.storage + pieces };
@@ -297,14 +350,14 @@ uint16_t VhostNetPort::enqueueBurst(unsigned pair, rte_mbuf *const *pkts, uint16
 		uint32_t left = need;
 		for (unsigned c = 0; c < chains; c++) {
 			uint32_t len = std::min(left, capacity[c]);
-			ring.addUsed(heads[c], len);
+			putUsed(ring, heads[c], descCounts[c], len);
 			left -= len;
 		}
 		bytes += m->pkt_len;
 		sent++;
 	}
 	if (taken)
-		notify(*state, q.stats);
+		notify(state, ring, q.stats);
 	q.stats.packets += sent;
 	q.stats.bytes += bytes;
 	return sent;

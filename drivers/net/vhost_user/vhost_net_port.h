@@ -21,7 +21,7 @@ struct alignas(64) NetQueueStats {
 	Counter packets;
 	Counter bytes;
 	Counter dropNoBuffer; /**< RX: the guest posted no (big enough) buffer */
-	Counter dropBadChain; /**< a chain vub refused (see SplitQueue stats for why) */
+	Counter dropBadChain; /**< a chain vub refused (see the queue stats for why) */
 	Counter dropTooShort; /**< TX: a chain no longer than the virtio-net header */
 	Counter dropTooLong;  /**< larger than vub carries */
 	Counter dropNoMbuf;   /**< TX: the mempool ran dry */
@@ -36,7 +36,8 @@ struct alignas(64) NetQueueStats {
  * polled by one lcore at a time, which must be an RCU reader of Rcu::global() reporting a
  * quiescent state once per loop. Per packet: no lock, syscall, allocation (except extra mbuf
  * segments of a jumbo frame) or virtual call; per burst: one used-index store and at most one
- * guest notification. Every chain is validated by SplitQueue; a bad one is dropped and counted.
+ * guest notification. Every chain is validated by SplitQueue or PackedQueue; a bad one is dropped
+ * and counted.
  */
 class VhostNetPort final : public vhost::VhostUserBackend
 {
@@ -64,6 +65,8 @@ public:
 	/** \brief Bind to the daemon's vrings (VringPolled), once, after the daemon is created. */
 	Result<void> attach(const std::vector<vhost::VringT *> &vrings);
 	unsigned queuePairs() const { return static_cast<unsigned>(queues_.size() / 2); }
+	/** \brief The virtio features the front-end acked last (0 before SET_FEATURES). */
+	uint64_t negotiatedFeatures() const { return features_.load(std::memory_order_relaxed); }
 
 	/**
 	 * \brief Take up to \a n packets the guest sent on pair \a pair into mbufs from \a pool.
@@ -92,10 +95,19 @@ private:
 		vhost::DescBuffer storage[kMaxPieces];
 	};
 
-	static void notify(vhost::VringState &state, NetQueueStats &stats);
+	template <typename Ring>
+	static void notify(vhost::VringState &state, Ring &ring, NetQueueStats &stats);
+	/* The burst functions for one ring layout, SplitQueue or PackedQueue. */
+	template <typename Ring>
+	uint16_t dequeue(Queue &q, vhost::VringState &state, Ring &ring, rte_mempool *pool,
+			 rte_mbuf **pkts, uint16_t n);
+	template <typename Ring>
+	uint16_t enqueue(Queue &q, vhost::VringState &state, Ring &ring, rte_mbuf *const *pkts,
+			 uint16_t n);
 
 	std::vector<std::unique_ptr<Queue>> queues_;
 	/* Written on SET_FEATURES, when no ring runs; read once per burst. */
+	std::atomic<uint64_t> features_{ 0 };
 	std::atomic<uint32_t> headerBytes_{ 12 };
 	std::atomic<bool> mergeable_{ false };
 	std::atomic<uint16_t> mtu_{ 1500 };

@@ -633,6 +633,52 @@ TEST_F(PackedQueueRing, PopsChainsInRingOrder)
 	EXPECT_EQ(pop(), PopStatus::Empty);
 }
 
+TEST_F(PackedQueueRing, AvailableCountsDescriptorsUpToTheLimit)
+{
+	EXPECT_EQ(queue_.available(32), 0u);
+	makeAvailable({ { kBufGpa, 10, kPackedDescFNext }, { kBufGpa + 0x100, 10 } }, 3);
+	makeAvailable({ { kBufGpa + 0x200, 20 } }, 1);
+	/* Descriptors, not chains: an upper bound of what pop() returns. */
+	EXPECT_EQ(queue_.available(32), 3u);
+	EXPECT_EQ(queue_.available(2), 2u);
+	ASSERT_EQ(pop(), PopStatus::Ok);
+	EXPECT_EQ(queue_.available(32), 1u);
+}
+
+TEST_F(PackedQueueRing, RewindAvailGivesBackChainsForTheNextPop)
+{
+	makeAvailable({ { kBufGpa, 10, kPackedDescFNext }, { kBufGpa + 0x100, 10 } }, 3);
+	makeAvailable({ { kBufGpa + 0x200, 20 } }, 1);
+	uint32_t start = queue_.availPosition();
+	ASSERT_EQ(pop(), PopStatus::Ok);
+	ASSERT_EQ(pop(), PopStatus::Ok);
+	EXPECT_EQ(chain_.descCount, 1u);
+	queue_.rewindAvail(start);
+	ASSERT_EQ(pop(), PopStatus::Ok);
+	EXPECT_EQ(chain_.head, 3u);
+	EXPECT_EQ(chain_.descCount, 2u);
+	ASSERT_EQ(pop(), PopStatus::Ok);
+	EXPECT_EQ(chain_.head, 1u);
+}
+
+TEST_F(PackedQueueRing, QueueTheDeviceOnlyReadsTakesWritableBuffersAsReadable)
+{
+	/* DPDK's virtio TX: the net header of an indirect table says WRITE, the data does not. */
+	queue_.setIndirect(true);
+	queue_.setDeviceReadsOnly(true);
+	PackedDesc *t = table(kTableGpa);
+	setEntry(t, 0, kBufGpa, 12, kPackedDescFWrite);
+	setEntry(t, 1, kBufGpa + 0x100, 100);
+	makeAvailable({ { kTableGpa, 2 * 16, kPackedDescFIndirect } }, 0);
+	ASSERT_EQ(pop(), PopStatus::Ok);
+	EXPECT_EQ(chain_.readableBytes, 112u);
+	EXPECT_EQ(chain_.writableBytes, 0u);
+	/* Without it the same chain is refused. */
+	queue_.setDeviceReadsOnly(false);
+	makeAvailable({ { kTableGpa, 2 * 16, kPackedDescFIndirect } }, 1);
+	expectRefused(ChainError::ReadAfterWrite, 1);
+}
+
 TEST_F(PackedQueueRing, PopsAChainOfQueueSizeDescriptors)
 {
 	for (uint16_t i = 0; i < kN; i++)

@@ -486,6 +486,34 @@ TEST_F(SplitQueueRing, PopsChainsInAvailRingOrder)
 	EXPECT_EQ(pop(), PopStatus::Empty);
 }
 
+TEST_F(SplitQueueRing, RewindAvailGivesBackChainsForTheNextPop)
+{
+	setDesc(0, kBufGpa, 10);
+	setDesc(1, kBufGpa + 0x100, 20);
+	makeAvailable(0);
+	makeAvailable(1);
+	uint32_t start = queue_.availPosition();
+	ASSERT_EQ(pop(), PopStatus::Ok);
+	ASSERT_EQ(pop(), PopStatus::Ok);
+	EXPECT_EQ(queue_.available(), 0u);
+	queue_.rewindAvail(start);
+	EXPECT_EQ(queue_.available(), 2u);
+	ASSERT_EQ(pop(), PopStatus::Ok);
+	EXPECT_EQ(chain_.head, 0u);
+	EXPECT_EQ(chain_.descCount, 1u);
+}
+
+TEST_F(SplitQueueRing, QueueTheDeviceOnlyReadsTakesWritableBuffersAsReadable)
+{
+	queue_.setDeviceReadsOnly(true);
+	setDesc(0, kBufGpa, 16, kDescFWrite | kDescFNext, 1);
+	setDesc(1, kBufGpa + 0x100, 16);
+	makeAvailable(0);
+	ASSERT_EQ(pop(), PopStatus::Ok);
+	EXPECT_EQ(chain_.readableBytes, 32u);
+	EXPECT_EQ(chain_.writableBytes, 0u);
+}
+
 TEST_F(SplitQueueRing, PopsAChainOfQueueSizeDescriptors)
 {
 	for (uint16_t i = 0; i < kN; i++)

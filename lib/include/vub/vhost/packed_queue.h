@@ -82,6 +82,15 @@ public:
 	void setEventIdx(bool enabled) { eventIdx_ = enabled; }
 	void setIndirect(bool enabled) { indirect_ = enabled; }
 	bool eventIdx() const { return eventIdx_; }
+	/**
+	 * \brief A queue the device only reads (a net device's TX queue) takes every buffer as
+	 * device-readable: the WRITE flag means nothing there, and DPDK's virtio driver sets it
+	 * on the net header of its packed indirect TX tables. Kept by reset().
+	 */
+	void setDeviceReadsOnly(bool readsOnly)
+	{
+		writeFlag_ = readsOnly ? 0 : virtio::kPackedDescFWrite;
+	}
 	/** \brief The queue may be processed (started, in the specification's words). */
 	void setReady(bool ready) { ready_ = ready; }
 	bool isReady() const { return ready_; }
@@ -127,6 +136,25 @@ public:
 	PopStatus pop(const GuestMemory &mem, std::span<DescBuffer> storage,
 		      DescriptorChain &chain);
 	ChainError lastError() const { return lastError_; }
+	/**
+	 * \brief Descriptors the driver made available from the next avail position on, at most
+	 * \a max: an upper bound of the chains pop() would return (a chain may take several).
+	 */
+	uint16_t available(uint16_t max) const;
+	/** \brief Where pop() reads next (index and wrap counter), for rewindAvail(). */
+	uint32_t availPosition() const
+	{
+		return uint32_t{ lastAvailIdx_ } | (availWrap_ ? virtio::kPackedBaseAvailWrap : 0);
+	}
+	/**
+	 * \brief Give back every chain pop() took since availPosition() answered \a position
+	 * (none of them used yet): they come again.
+	 */
+	void rewindAvail(uint32_t position)
+	{
+		lastAvailIdx_ = static_cast<uint16_t>(position & 0x7fff);
+		availWrap_ = (position & virtio::kPackedBaseAvailWrap) != 0;
+	}
 	/** \brief Ring descriptors the chain last taken by pop() (Ok or BadChain) occupied. */
 	uint16_t lastDescCount() const { return lastDescCount_; }
 
@@ -220,6 +248,8 @@ private:
 	bool broken_ = false;
 	ChainError lastError_ = ChainError::None;
 	uint32_t regionHint_ = 0;
+	/** The flag that makes a buffer writable: 0 when the device only reads. */
+	uint16_t writeFlag_ = virtio::kPackedDescFWrite;
 
 	/* Configuration. */
 	alignas(64) uint64_t descQva_ = 0;

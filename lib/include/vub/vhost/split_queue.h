@@ -43,6 +43,8 @@ const char *chainErrorName(ChainError error);
  */
 struct DescriptorChain {
 	uint16_t head = 0;
+	/** Ring descriptors the chain took: 1 on a split ring (its used entry is one whatever). */
+	uint16_t descCount = 1;
 	uint32_t bufferCount = 0;
 	uint32_t readableBytes = 0;
 	uint32_t writableBytes = 0;
@@ -104,6 +106,15 @@ public:
 	void setEventIdx(bool enabled) { eventIdx_ = enabled; }
 	void setIndirect(bool enabled) { indirect_ = enabled; }
 	bool eventIdx() const { return eventIdx_; }
+	/**
+	 * \brief A queue the device only reads (a net device's TX queue) takes every buffer as
+	 * device-readable: the WRITE flag means nothing there, and DPDK's virtio driver sets it
+	 * on the net header of its packed indirect TX tables. Kept by reset().
+	 */
+	void setDeviceReadsOnly(bool readsOnly)
+	{
+		writeFlag_ = readsOnly ? 0 : virtio::kDescFWrite;
+	}
 	/** \brief The queue may be processed (started, in the specification's words). */
 	void setReady(bool ready) { ready_ = ready; }
 	bool isReady() const { return ready_; }
@@ -137,8 +148,13 @@ public:
 			std::atomic_ref<uint16_t>(avail_->idx).load(std::memory_order_acquire) - lastAvailIdx_);
 		return n > size_ ? size_ : n;
 	}
-	/** \brief Give back the last \a count chains taken by pop() (not yet used): they come again. */
-	void unpop(uint16_t count) { lastAvailIdx_ -= count; }
+	/** \brief Where pop() reads next, for rewindAvail(). */
+	uint32_t availPosition() const { return lastAvailIdx_; }
+	/**
+	 * \brief Give back every chain pop() took since availPosition() answered \a position
+	 * (none of them used yet): they come again.
+	 */
+	void rewindAvail(uint32_t position) { lastAvailIdx_ = static_cast<uint16_t>(position); }
 
 	/** \brief Put (\a head, \a len) on the used ring; invisible to the guest until publishUsed(). */
 	void addUsed(uint16_t head, uint32_t len)
@@ -209,6 +225,8 @@ private:
 	bool broken_ = false;
 	ChainError lastError_ = ChainError::None;
 	uint32_t regionHint_ = 0;
+	/** The flag that makes a buffer writable: 0 when the device only reads. */
+	uint16_t writeFlag_ = virtio::kDescFWrite;
 
 	/* Configuration. */
 	alignas(64) uint64_t descQva_ = 0;

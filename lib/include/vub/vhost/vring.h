@@ -12,6 +12,7 @@
 #include "vub/base/rcu.h"
 #include "vub/vhost/backend_channel.h"
 #include "vub/vhost/guest_memory.h"
+#include "vub/vhost/packed_queue.h"
 #include "vub/vhost/split_queue.h"
 
 namespace vub::vhost {
@@ -20,25 +21,44 @@ namespace vub::vhost {
  * \brief The state of one vring: its queue, its kick, call and err notifiers, and the enabled
  * and started bits (separate, as the specification's ring states are).
  *
+ * The queue is split or packed, as VIRTIO_F_RING_PACKED was negotiated: getQueue() and
+ * getPackedQueue() give each, visitQueue() the one in use. The calls that both layouts share
+ * (started, notifications) go to the one in use; addUsed() is the split ring's.
+ *
  * No lock: VringState has a single owner at a time. VringMutex and VringRwLock put it behind a
  * lock for back-ends whose workers and the control thread share it.
  */
 class VringState
 {
 public:
-	VringState(const GuestMemoryAtomic &mem, uint16_t maxQueueSize) : mem_(&mem), queue_(maxQueueSize) {}
+	VringState(const GuestMemoryAtomic &mem, uint16_t maxQueueSize)
+		: mem_(&mem), queue_(maxQueueSize), packedQueue_(maxQueueSize)
+	{
+	}
 
 	/** \brief The guest memory snapshot this vring's descriptors are translated in. */
 	const GuestMemoryAtomic &memory() const { return *mem_; }
 	SplitQueue &getQueue() { return queue_; }
 	const SplitQueue &getQueue() const { return queue_; }
+	PackedQueue &getPackedQueue() { return packedQueue_; }
+	const PackedQueue &getPackedQueue() const { return packedQueue_; }
+	/** \brief Whether the packed layout is in use (VIRTIO_F_RING_PACKED negotiated). */
+	bool isPacked() const { return packed_; }
+	/** \brief Choose the layout; control thread, ring not started. */
+	void setPacked(bool packed) { packed_ = packed; }
+	/** \brief \a f(queue) on the queue in use, SplitQueue or PackedQueue. */
+	template <typename F>
+	decltype(auto) visitQueue(F &&f)
+	{
+		return packed_ ? f(packedQueue_) : f(queue_);
+	}
 
 	bool isEnabled() const { return enabled_; }
 	void setEnabled(bool enabled) { enabled_ = enabled; }
 	/** \brief Started: configured and kicked; the queue may be processed. */
-	bool isStarted() const { return queue_.isReady(); }
+	bool isStarted() const { return packed_ ? packedQueue_.isReady() : queue_.isReady(); }
 
-	/** \brief Put (\a head, \a len) on the used ring and publish it at once. */
+	/** \brief Put (\a head, \a len) on the split used ring and publish it at once. */
 	void addUsed(uint16_t head, uint32_t len)
 	{
 		queue_.addUsed(head, len);
@@ -48,14 +68,29 @@ public:
 	bool signalUsedQueue();
 	/** \brief Signal the err eventfd, or BACKEND_VRING_ERR in-band. */
 	bool signalError();
-	bool enableNotification() { return queue_.enableNotification(); }
-	void disableNotification() { queue_.disableNotification(); }
-	bool needsNotification() { return queue_.needsNotification(); }
+	bool enableNotification()
+	{
+		return packed_ ? packedQueue_.enableNotification() : queue_.enableNotification();
+	}
+	void disableNotification()
+	{
+		if (packed_)
+			packedQueue_.disableNotification();
+		else
+			queue_.disableNotification();
+	}
+	bool needsNotification()
+	{
+		return packed_ ? packedQueue_.needsNotification() : queue_.needsNotification();
+	}
+	/** \brief The counters of the queue in use. */
+	QueueStats &queueStats() { return packed_ ? packedQueue_.stats() : queue_.stats(); }
 
 	/** \brief Set the front-end addresses of the rings (SET_VRING_ADDR). */
 	Result<void> setQueueInfo(uint64_t descQva, uint64_t availQva, uint64_t usedQva)
 	{
-		return queue_.setAddresses(descQva, availQva, usedQva);
+		return visitQueue(
+			[&](auto &q) { return q.setAddresses(descQva, availQva, usedQva); });
 	}
 
 	const EventFd &getKick() const { return kick_; }
@@ -68,7 +103,7 @@ public:
 	bool readKick()
 	{
 		if (kick_.isValid() && kick_.drain() != 0)
-			queue_.stats().kicks++;
+			queueStats().kicks++;
 		return enabled_;
 	}
 
@@ -82,12 +117,14 @@ public:
 private:
 	const GuestMemoryAtomic *mem_;
 	SplitQueue queue_;
+	PackedQueue packedQueue_;
 	EventFd kick_;
 	EventFd call_;
 	EventFd err_;
 	std::shared_ptr<BackendChannel> inband_;
 	uint32_t index_ = 0;
 	bool enabled_ = false;
+	bool packed_ = false;
 };
 
 /**
@@ -150,9 +187,18 @@ public:
 	void setQueueNextAvail(uint16_t idx) { getMut()->getQueue().setNextAvail(idx); }
 	void setQueueNextUsed(uint16_t idx) { getMut()->getQueue().setNextUsed(idx); }
 	uint16_t queueUsedIdx() { return getRef()->getQueue().guestUsedIdx(); }
-	Result<void> setQueueSize(uint16_t size) { return getMut()->getQueue().setSize(size); }
-	void setQueueEventIdx(bool enabled) { getMut()->getQueue().setEventIdx(enabled); }
-	void setQueueReady(bool ready) { getMut()->getQueue().setReady(ready); }
+	Result<void> setQueueSize(uint16_t size)
+	{
+		return getMut()->visitQueue([&](auto &q) { return q.setSize(size); });
+	}
+	void setQueueEventIdx(bool enabled)
+	{
+		getMut()->visitQueue([&](auto &q) { q.setEventIdx(enabled); });
+	}
+	void setQueueReady(bool ready)
+	{
+		getMut()->visitQueue([&](auto &q) { q.setReady(ready); });
+	}
 	void setKick(EventFd kick) { getMut()->setKick(std::move(kick)); }
 	bool readKick() { return getMut()->readKick(); }
 	void setCall(EventFd call) { getMut()->setCall(std::move(call)); }
