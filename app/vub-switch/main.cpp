@@ -160,8 +160,9 @@ void printStats(const Forwarding &fwd)
 		uint64_t rxDropped = 0;
 		for (unsigned q = 0; q < port.net->queuePairs(); q++) {
 			const auto &s = port.net->stats(q, true);
-			rxDropped += s.dropBadChain.get() + s.dropTooShort.get() + s.dropTooLong.get() +
-				     s.dropNoMbuf.get();
+			rxDropped += s.dropBadChain.get() + s.dropTooShort.get() +
+				     s.dropTooLong.get() + s.dropNoMbuf.get() +
+				     s.dropBadOffload.get();
 		}
 		std::printf("port %zu: rx-packets %" PRIu64 " rx-bytes %" PRIu64
 			    " tx-packets %" PRIu64 " tx-bytes %" PRIu64 " tx-dropped %" PRIu64

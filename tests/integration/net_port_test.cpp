@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <thread>
 
 #include <rte_eal.h>
@@ -16,11 +17,12 @@
 
 #include <gtest/gtest.h>
 
-#include "test_frontend.h"
-#include "vhost_net_port.h"
 #include "vub/base/rcu.h"
 #include "vub/vhost/daemon.h"
 #include "vub/virtio/net_header.h"
+
+#include "test_frontend.h"
+#include "vhost_net_port.h"
 
 using namespace vub;
 using namespace vub::vhost;
@@ -91,7 +93,7 @@ protected:
 		daemon_.reset();
 	}
 
-	void negotiate(bool mergeable)
+	void negotiate(bool mergeable, uint64_t moreFeatures = 0)
 	{
 		NegotiateOptions o;
 		o.queues = 2;
@@ -99,7 +101,7 @@ protected:
 		o.packed = GetParam();
 		o.features = virtio::bit(virtio::kFVersion1) |
 			     (mergeable ? virtio::bit(virtio::kNetFMrgRxbuf) : 0) |
-			     (o.packed ? virtio::bit(virtio::kFRingPacked) : 0);
+			     (o.packed ? virtio::bit(virtio::kFRingPacked) : 0) | moreFeatures;
 		ASSERT_TRUE(frontend_->negotiateDpdk(o));
 	}
 
@@ -129,9 +131,11 @@ protected:
 	}
 
 	/** The guest sends \a payload, its 12-byte header split at \a split bytes. */
-	void guestSend(const std::vector<uint8_t> &payload, uint32_t split)
+	void guestSend(const std::vector<uint8_t> &payload, uint32_t split,
+		       const virtio::NetHeader &header = {})
 	{
 		std::vector<uint8_t> frame(12, 0);
+		std::memcpy(frame.data(), &header, 12);
 		frame.insert(frame.end(), payload.begin(), payload.end());
 		uint64_t a = mem_->alloc(split, 16), b = mem_->alloc(frame.size() - split, 16);
 		mem_->write(a, frame.data(), split);
@@ -269,7 +273,8 @@ protected:
 		return gpas;
 	}
 	/** Offer \a payload as an mbuf chain, retrying for a while when \a retry. */
-	uint16_t send(const std::vector<uint8_t> &payload, bool retry = true)
+	uint16_t send(const std::vector<uint8_t> &payload, bool retry = true,
+		      const std::function<void(rte_mbuf *)> &setup = {})
 	{
 		rte_mbuf *m = rte_pktmbuf_alloc(EalEnvironment::pool);
 		EXPECT_TRUE(m);
@@ -288,6 +293,8 @@ protected:
 			}
 		}
 		m->pkt_len = static_cast<uint32_t>(payload.size());
+		if (setup)
+			setup(m);
 		uint16_t placed = 0;
 		auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
 		reader_->online();
@@ -367,6 +374,363 @@ TEST_P(NetPortRxTest, NoBufferMeansNothingWrittenAndCounted)
 	EXPECT_TRUE(usedLens(0).empty());
 }
 
+/* ---- Offloads ---- */
+
+/* Internet checksum arithmetic, written out here so that the test does not trust DPDK's. */
+uint32_t sum16(const uint8_t *p, size_t n, uint32_t sum = 0)
+{
+	for (size_t i = 0; i + 1 < n; i += 2)
+		sum += uint32_t{ p[i] } << 8 | p[i + 1];
+	if (n % 2)
+		sum += uint32_t{ p[n - 1] } << 8;
+	return sum;
+}
+
+uint16_t foldSum(uint32_t sum)
+{
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return static_cast<uint16_t>(sum);
+}
+
+constexpr uint32_t kL2 = 14;
+
+struct PacketSpec {
+	bool v6 = false;
+	bool udp = false;
+	uint32_t payload = 100;
+	uint32_t seq = 1000;
+	uint8_t tcpFlags = 0x19; /* FIN, PSH, ACK: the flags segmentation must split */
+};
+
+uint32_t l3Bytes(bool v6)
+{
+	return v6 ? 40 : 20;
+}
+
+uint32_t l4Bytes(bool udp)
+{
+	return udp ? 8 : 20;
+}
+
+/** The pseudo-header sum of the L4 packet of \a frame, \a l4Len bytes long. */
+uint32_t pseudoSum(const std::vector<uint8_t> &frame, bool v6, uint8_t proto, uint32_t l4Len)
+{
+	const uint8_t *ip = frame.data() + kL2;
+	uint32_t sum = v6 ? sum16(ip + 8, 32) : sum16(ip + 12, 8);
+	return sum + proto + (l4Len & 0xffff) + (l4Len >> 16);
+}
+
+/**
+ * An Ethernet frame carrying TCP or UDP over IPv4 or IPv6, with its IPv4 header checksum set
+ * and its L4 checksum field holding the pseudo-header sum (a partial checksum, as Linux and
+ * DPDK leave it for the device to finish).
+ */
+std::vector<uint8_t> makePacket(const PacketSpec &spec)
+{
+	uint32_t l3 = l3Bytes(spec.v6), l4 = l4Bytes(spec.udp);
+	std::vector<uint8_t> f(kL2 + l3 + l4 + spec.payload, 0);
+	for (int i = 0; i < 12; i++)
+		f[i] = static_cast<uint8_t>(0x10 + i);
+	f[12] = spec.v6 ? 0x86 : 0x08;
+	f[13] = spec.v6 ? 0xdd : 0x00;
+	uint8_t *ip = f.data() + kL2;
+	uint8_t proto = spec.udp ? 17 : 6;
+	uint32_t l4Len = l4 + spec.payload;
+	if (spec.v6) {
+		ip[0] = 0x60;
+		ip[4] = static_cast<uint8_t>(l4Len >> 8);
+		ip[5] = static_cast<uint8_t>(l4Len);
+		ip[6] = proto;
+		ip[7] = 64;
+		for (int i = 0; i < 32; i++)
+			ip[8 + i] = static_cast<uint8_t>(0xa0 + i);
+	} else {
+		ip[0] = 0x45;
+		uint32_t total = l3 + l4Len;
+		ip[2] = static_cast<uint8_t>(total >> 8);
+		ip[3] = static_cast<uint8_t>(total);
+		ip[4] = 0x12;
+		ip[5] = 0x34;
+		ip[8] = 64;
+		ip[9] = proto;
+		for (int i = 0; i < 8; i++)
+			ip[12 + i] = static_cast<uint8_t>(10 + i);
+		uint16_t c = static_cast<uint16_t>(~foldSum(sum16(ip, 20)));
+		ip[10] = static_cast<uint8_t>(c >> 8);
+		ip[11] = static_cast<uint8_t>(c);
+	}
+	uint8_t *l4p = ip + l3;
+	l4p[0] = 0x30;
+	l4p[1] = 0x39;
+	l4p[2] = 0x00;
+	l4p[3] = 0x50;
+	size_t field = spec.udp ? 6 : 16;
+	if (spec.udp) {
+		l4p[4] = static_cast<uint8_t>(l4Len >> 8);
+		l4p[5] = static_cast<uint8_t>(l4Len);
+	} else {
+		for (int i = 0; i < 4; i++)
+			l4p[4 + i] = static_cast<uint8_t>(spec.seq >> (24 - 8 * i));
+		l4p[12] = 0x50;
+		l4p[13] = spec.tcpFlags;
+		l4p[14] = 0xff;
+	}
+	for (uint32_t i = 0; i < spec.payload; i++)
+		l4p[l4 + i] = static_cast<uint8_t>(i * 7 + 3);
+	uint16_t partial = foldSum(pseudoSum(f, spec.v6, proto, l4Len));
+	l4p[field] = static_cast<uint8_t>(partial >> 8);
+	l4p[field + 1] = static_cast<uint8_t>(partial);
+	return f;
+}
+
+/** Whether the L4 checksum of \a frame (no VLAN, no IPv6 extension headers) is complete and right.
+ */
+bool l4ChecksumValid(const std::vector<uint8_t> &frame, bool v6, bool udp)
+{
+	uint32_t l4Start = kL2 + l3Bytes(v6);
+	uint32_t l4Len = static_cast<uint32_t>(frame.size()) - l4Start;
+	uint32_t sum = pseudoSum(frame, v6, udp ? 17 : 6, l4Len);
+	return foldSum(sum16(frame.data() + l4Start, l4Len, sum)) == 0xffff;
+}
+
+bool ipv4ChecksumValid(const std::vector<uint8_t> &frame)
+{
+	return foldSum(sum16(frame.data() + kL2, 20)) == 0xffff;
+}
+
+uint16_t be16At(const std::vector<uint8_t> &f, size_t off)
+{
+	return static_cast<uint16_t>(f[off] << 8 | f[off + 1]);
+}
+
+uint32_t be32At(const std::vector<uint8_t> &f, size_t off)
+{
+	return uint32_t{ be16At(f, off) } << 16 | be16At(f, off + 2);
+}
+
+/** Sets an mbuf's offload requests as a DPDK application would. */
+std::function<void(rte_mbuf *)> requestOffload(bool v6, bool udp, uint16_t mss = 0)
+{
+	return [=](rte_mbuf *m) {
+		m->l2_len = kL2;
+		m->l3_len = l3Bytes(v6);
+		m->l4_len = l4Bytes(udp);
+		m->ol_flags |= v6 ? RTE_MBUF_F_TX_IPV6 : RTE_MBUF_F_TX_IPV4;
+		m->ol_flags |= udp ? RTE_MBUF_F_TX_UDP_CKSUM : RTE_MBUF_F_TX_TCP_CKSUM;
+		if (mss) {
+			m->ol_flags |= RTE_MBUF_F_TX_TCP_SEG;
+			m->tso_segsz = mss;
+		}
+	};
+}
+
+virtio::NetHeader checksumHeader(bool v6, bool udp)
+{
+	virtio::NetHeader h{};
+	h.flags = virtio::kNetHdrFNeedsCsum;
+	h.csumStart = static_cast<uint16_t>(kL2 + l3Bytes(v6));
+	h.csumOffset = udp ? 6 : 16;
+	return h;
+}
+
+class NetPortOffloadTest : public NetPortRxTest
+{
+protected:
+	/** Every used RX buffer as one frame (buffers big enough for one each): header, data. */
+	std::vector<Received> collectFrames(const std::vector<uint64_t> &gpas)
+	{
+		std::vector<Received> frames;
+		auto used = usedLens(0);
+		for (size_t i = 0; i < used.size(); i++) {
+			Received r{};
+			const uint8_t *p = mem_->hostPtr(gpas[i]);
+			std::memcpy(&r.header, p, sizeof(r.header));
+			r.data.assign(p + 12, p + used[i]);
+			r.buffers = 1;
+			frames.push_back(std::move(r));
+		}
+		return frames;
+	}
+
+	/** Checks that \a frames are \a original cut into \a mss segments, each correct. */
+	void expectSegments(const std::vector<Received> &frames,
+			    const std::vector<uint8_t> &original, bool v6, uint32_t mss)
+	{
+		uint32_t headers = kL2 + l3Bytes(v6) + 20;
+		uint32_t payload = static_cast<uint32_t>(original.size()) - headers;
+		size_t want = (payload + mss - 1) / mss;
+		ASSERT_EQ(frames.size(), want);
+		std::vector<uint8_t> joined;
+		for (size_t i = 0; i < frames.size(); i++) {
+			const std::vector<uint8_t> &f = frames[i].data;
+			SCOPED_TRACE("segment " + std::to_string(i));
+			EXPECT_EQ(frames[i].header.flags, 0u);
+			EXPECT_EQ(frames[i].header.gsoType, 0u);
+			ASSERT_GE(f.size(), headers);
+			uint32_t len = static_cast<uint32_t>(f.size()) - headers;
+			EXPECT_EQ(len, std::min(mss, payload - static_cast<uint32_t>(i) * mss));
+			if (v6) {
+				EXPECT_EQ(be16At(f, kL2 + 4), 20 + len);
+			} else {
+				EXPECT_EQ(be16At(f, kL2 + 2), 40 + len);
+				EXPECT_EQ(be16At(f, kL2 + 4), 0x1234 + i) << "IPv4 id";
+				EXPECT_TRUE(ipv4ChecksumValid(f));
+			}
+			uint32_t tcp = kL2 + l3Bytes(v6);
+			EXPECT_EQ(be32At(f, tcp + 4), 1000 + i * mss) << "sequence number";
+			bool last = i + 1 == frames.size();
+			EXPECT_EQ(f[tcp + 13], last ? 0x19 : 0x10)
+				<< "FIN and PSH only on the last";
+			EXPECT_TRUE(l4ChecksumValid(f, v6, false));
+			joined.insert(joined.end(), f.begin() + headers, f.end());
+		}
+		EXPECT_TRUE(std::equal(joined.begin(), joined.end(), original.begin() + headers,
+				       original.end()))
+			<< "the payloads joined are not the original payload";
+	}
+};
+
+TEST_P(NetPortOffloadTest, GuestChecksumRequestBecomesMbufFlags)
+{
+	negotiate(true, virtio::bit(virtio::kNetFCsum));
+	auto pkt = makePacket({});
+	guestSend(pkt, 12, checksumHeader(false, false));
+	rte_mbuf *m;
+	ASSERT_EQ(dequeue(&m, 1), 1);
+	EXPECT_EQ(m->ol_flags & RTE_MBUF_F_TX_L4_MASK, RTE_MBUF_F_TX_TCP_CKSUM);
+	EXPECT_TRUE(m->ol_flags & RTE_MBUF_F_TX_IPV4);
+	EXPECT_EQ(m->l2_len, 14u);
+	EXPECT_EQ(m->l3_len, 20u);
+	EXPECT_EQ(flatten(m), pkt) << "the bytes are left for whoever finishes the checksum";
+	rte_pktmbuf_free(m);
+}
+
+TEST_P(NetPortOffloadTest, ChecksumRequestOverAnotherProtocolIsFinishedAtOnce)
+{
+	negotiate(true, virtio::bit(virtio::kNetFCsum));
+	auto pkt = makePacket({});
+	pkt[kL2 + 9] = 47;			     /* GRE: no mbuf flag can carry its checksum */
+	pkt[kL2 + 20 + 16] = pkt[kL2 + 20 + 17] = 0; /* and it has no pseudo-header */
+	virtio::NetHeader h{};
+	h.flags = virtio::kNetHdrFNeedsCsum;
+	h.csumStart = kL2 + 20;
+	h.csumOffset = 16;
+	guestSend(pkt, 12, h);
+	rte_mbuf *m;
+	ASSERT_EQ(dequeue(&m, 1), 1);
+	EXPECT_EQ(m->ol_flags & RTE_MBUF_F_TX_L4_MASK, 0u);
+	auto got = flatten(m);
+	EXPECT_EQ(foldSum(sum16(got.data() + kL2 + 20, got.size() - kL2 - 20)), 0xffff);
+	rte_pktmbuf_free(m);
+}
+
+TEST_P(NetPortOffloadTest, UnofferedGsoTypeIsDroppedAndCounted)
+{
+	negotiate(true, virtio::bit(virtio::kNetFCsum) | virtio::bit(virtio::kNetFHostTso4));
+	virtio::NetHeader udpGso = checksumHeader(false, true);
+	udpGso.gsoType = virtio::kNetHdrGsoUdp;
+	udpGso.gsoSize = 1000;
+	guestSend(makePacket({ .udp = true, .payload = 3000 }), 12, udpGso);
+	virtio::NetHeader noCsum{};
+	noCsum.gsoType = virtio::kNetHdrGsoTcpv4;
+	noCsum.gsoSize = 1000;
+	guestSend(makePacket({ .payload = 3000 }), 12, noCsum);
+	guestSend(makePacket({}), 12);
+	rte_mbuf *m;
+	ASSERT_EQ(dequeue(&m, 1), 1);
+	EXPECT_EQ(m->pkt_len, makePacket({}).size()) << "the good packet after the bad ones";
+	rte_pktmbuf_free(m);
+	EXPECT_EQ(port_->stats(0, true).dropBadOffload.get(), 2u);
+	EXPECT_EQ(usedLens(1).size(), 3u) << "every chain goes back to the guest";
+}
+
+TEST_P(NetPortOffloadTest, ChecksumIsFinishedForAGuestWithoutGuestCsum)
+{
+	negotiate(true);
+	for (bool v6 : { false, true }) {
+		for (bool udp : { false, true }) {
+			SCOPED_TRACE(std::string(v6 ? "IPv6 " : "IPv4 ") + (udp ? "UDP" : "TCP"));
+			auto gpas = postRx(1, 2048);
+			auto pkt = makePacket({ .v6 = v6, .udp = udp, .payload = 1200 });
+			ASSERT_EQ(send(pkt, true, requestOffload(v6, udp)), 1);
+			Received r = collect(gpas);
+			EXPECT_EQ(r.header.flags, 0u);
+			ASSERT_EQ(r.data.size(), pkt.size());
+			EXPECT_TRUE(l4ChecksumValid(r.data, v6, udp));
+			size_t field = kL2 + l3Bytes(v6) + (udp ? 6 : 16);
+			r.data[field] = pkt[field];
+			r.data[field + 1] = pkt[field + 1];
+			EXPECT_EQ(r.data, pkt) << "only the checksum changed";
+		}
+	}
+}
+
+TEST_P(NetPortOffloadTest, ChecksumRequestPassesToAGuestWithGuestCsum)
+{
+	negotiate(true, virtio::bit(virtio::kNetFGuestCsum));
+	auto gpas = postRx(1, 2048);
+	auto pkt = makePacket({ .payload = 1200 });
+	ASSERT_EQ(send(pkt, true, requestOffload(false, false)), 1);
+	Received r = collect(gpas);
+	EXPECT_EQ(r.header.flags, virtio::kNetHdrFNeedsCsum);
+	EXPECT_EQ(r.header.csumStart, kL2 + 20);
+	EXPECT_EQ(r.header.csumOffset, 16u);
+	EXPECT_EQ(r.data, pkt);
+}
+
+TEST_P(NetPortOffloadTest, SegmentationIsDoneForAGuestWithoutGuestTso)
+{
+	negotiate(true, virtio::bit(virtio::kNetFGuestCsum));
+	for (bool v6 : { false, true }) {
+		SCOPED_TRACE(v6 ? "IPv6" : "IPv4");
+		/* Exactly the 7 buffers it takes: the next round must not find one left over. */
+		auto gpas = postRx(7, 2048);
+		auto pkt = makePacket({ .v6 = v6, .payload = 10000 });
+		ASSERT_EQ(send(pkt, true, requestOffload(v6, false, 1448)), 1);
+		expectSegments(collectFrames(gpas), pkt, v6, 1448);
+	}
+}
+
+TEST_P(NetPortOffloadTest, SegmentationRequestPassesToAGuestWithGuestTso)
+{
+	negotiate(true, virtio::bit(virtio::kNetFGuestCsum) | virtio::bit(virtio::kNetFGuestTso4));
+	auto gpas = postRx(8, 2048);
+	auto pkt = makePacket({ .payload = 10000 });
+	ASSERT_EQ(send(pkt, true, requestOffload(false, false, 1448)), 1);
+	Received r = collect(gpas);
+	EXPECT_EQ(r.header.flags, virtio::kNetHdrFNeedsCsum);
+	EXPECT_EQ(r.header.gsoType, virtio::kNetHdrGsoTcpv4);
+	EXPECT_EQ(r.header.gsoSize, 1448u);
+	EXPECT_EQ(r.header.hdrLen, kL2 + 40);
+	EXPECT_EQ(r.header.csumStart, kL2 + 20);
+	EXPECT_EQ(r.buffers, 5u) << "12 + 10054 bytes in 2048-byte buffers";
+	EXPECT_EQ(r.data, pkt);
+}
+
+TEST_P(NetPortOffloadTest, GuestGsoPacketComesBackSegmentedToAGuestWithoutGuestTso)
+{
+	/* One guest's 64 KiB-style send, switched to a guest that takes only MTU frames. */
+	negotiate(true, virtio::bit(virtio::kNetFCsum) | virtio::bit(virtio::kNetFHostTso6));
+	auto pkt = makePacket({ .v6 = true, .payload = 5000 });
+	virtio::NetHeader h = checksumHeader(true, false);
+	h.gsoType = virtio::kNetHdrGsoTcpv6;
+	h.gsoSize = 1000;
+	h.hdrLen = kL2 + 60;
+	guestSend(pkt, 12, h);
+	rte_mbuf *m;
+	ASSERT_EQ(dequeue(&m, 1), 1);
+	EXPECT_TRUE(m->ol_flags & RTE_MBUF_F_TX_TCP_SEG);
+	EXPECT_EQ(m->tso_segsz, 1000u);
+	EXPECT_EQ(m->l4_len, 20u);
+	auto gpas = postRx(8, 2048);
+	reader_->online();
+	EXPECT_EQ(port_->enqueueBurst(0, &m, 1), 1);
+	reader_->offline();
+	rte_pktmbuf_free(m);
+	expectSegments(collectFrames(gpas), pkt, true, 1000);
+}
+
 std::string ringName(const ::testing::TestParamInfo<bool> &info)
 {
 	return info.param ? "Packed" : "Split";
@@ -374,6 +738,7 @@ std::string ringName(const ::testing::TestParamInfo<bool> &info)
 
 INSTANTIATE_TEST_SUITE_P(Rings, NetPortTest, ::testing::Bool(), ringName);
 INSTANTIATE_TEST_SUITE_P(Rings, NetPortRxTest, ::testing::Bool(), ringName);
+INSTANTIATE_TEST_SUITE_P(Rings, NetPortOffloadTest, ::testing::Bool(), ringName);
 
 } /* namespace */
 

@@ -5,12 +5,14 @@
 #include <cstring>
 
 #include <rte_mbuf.h>
-#include <rte_mempool.h>
 #include <rte_memcpy.h>
+#include <rte_mempool.h>
 
 #include "vub/vhost/guest_memory.h"
 #include "vub/vhost/message.h"
 #include "vub/virtio/net_header.h"
+
+#include "net_offload.h"
 
 namespace vub::net {
 
@@ -89,6 +91,35 @@ struct PieceWriter {
 	}
 };
 
+/** Copy the first \a len bytes of a chain's device-readable pieces (the virtio-net header). */
+void readChainPrefix(const DescriptorChain &chain, void *out, uint32_t len)
+{
+	auto *dst = static_cast<uint8_t *>(out);
+	for (const DescBuffer &piece : chain.pieces()) {
+		if (len == 0 || piece.writable)
+			break;
+		uint32_t k = std::min(len, piece.len);
+		std::memcpy(dst, piece.hva, k);
+		dst += k;
+		len -= k;
+	}
+}
+
+/** Write bytes [\a off, \a off + \a len) of \a m. */
+void writeMbufRange(PieceWriter &writer, const rte_mbuf *m, uint32_t off, uint32_t len)
+{
+	for (const rte_mbuf *seg = m; seg && len > 0; seg = seg->next) {
+		if (off >= seg->data_len) {
+			off -= seg->data_len;
+			continue;
+		}
+		uint32_t k = std::min<uint32_t>(len, seg->data_len - off);
+		writer.write(rte_pktmbuf_mtod_offset(seg, const uint8_t *, off), k);
+		off = 0;
+		len -= k;
+	}
+}
+
 } /* namespace */
 
 VhostNetPort::VhostNetPort(unsigned queuePairs)
@@ -105,7 +136,8 @@ uint64_t VhostNetPort::features() const
 	return virtio::bit(virtio::kFVersion1) | virtio::bit(virtio::kNetFMrgRxbuf) |
 	       virtio::bit(virtio::kFEventIdx) | virtio::bit(virtio::kFIndirectDesc) |
 	       virtio::bit(virtio::kFRingPacked) | virtio::bit(virtio::kFInOrder) |
-	       virtio::bit(virtio::kNetFMq) | virtio::bit(virtio::kVhostUserFProtocolFeatures);
+	       virtio::bit(virtio::kNetFMq) | virtio::bit(virtio::kVhostUserFProtocolFeatures) |
+	       offloadFeatures();
 }
 
 uint64_t VhostNetPort::protocolFeatures() const
@@ -120,6 +152,12 @@ void VhostNetPort::ackedFeatures(uint64_t features)
 	features_.store(features, std::memory_order_relaxed);
 	headerBytes_.store(static_cast<uint32_t>(virtio::netHeaderSize(features)), std::memory_order_relaxed);
 	mergeable_.store((features & virtio::bit(virtio::kNetFMrgRxbuf)) != 0, std::memory_order_relaxed);
+	/* HOST_TSO4/6 need CSUM: without it the guest sends no offload request. */
+	guestTxOffloads_.store((features & virtio::bit(virtio::kNetFCsum)) != 0,
+			       std::memory_order_relaxed);
+	auto rx = GuestRxOffloads::fromFeatures(features);
+	guestRxOffloads_.store(static_cast<uint8_t>(rx.csum | rx.tso4 << 1 | rx.tso6 << 2),
+			       std::memory_order_relaxed);
 }
 
 Result<void> VhostNetPort::setMtu(uint16_t mtu)
@@ -148,6 +186,10 @@ Result<void> VhostNetPort::attach(const std::vector<vhost::VringT *> &vrings)
 }
 
 namespace {
+
+/* The mbuf flags that send a packet down the offload path of enqueue. */
+constexpr uint64_t kOffloadFlags = RTE_MBUF_F_TX_L4_MASK | RTE_MBUF_F_TX_TCP_SEG |
+				   RTE_MBUF_F_TX_IP_CKSUM | RTE_MBUF_F_RX_L4_CKSUM_MASK;
 
 uint16_t availableUpTo(SplitQueue &ring, uint16_t n)
 {
@@ -207,6 +249,7 @@ uint16_t VhostNetPort::dequeue(Queue &q, VringState &state, Ring &ring, rte_memp
 	}
 	const vhost::GuestMemory *mem = state.memory().memory();
 	uint32_t header = headerBytes_.load(std::memory_order_relaxed);
+	bool txOffloads = guestTxOffloads_.load(std::memory_order_relaxed);
 	uint16_t got = 0;
 	uint64_t bytes = 0;
 	bool taken = false;
@@ -231,16 +274,22 @@ uint16_t VhostNetPort::dequeue(Queue &q, VringState &state, Ring &ring, rte_memp
 			continue;
 		}
 		uint32_t len = chain.readableBytes - header;
-		if (len > kMaxPacketBytes) {
+		virtio::NetHeader hdr{};
+		if (txOffloads)
+			readChainPrefix(chain, &hdr, std::min<uint32_t>(header, sizeof(hdr)));
+		if (len >
+		    (hdr.gsoType != virtio::kNetHdrGsoNone ? kMaxGsoFrameBytes : kMaxPacketBytes)) {
 			q.stats.dropTooLong++;
 			continue;
 		}
 		rte_mbuf *m = pkts[got];
-		if (!copyChainToMbuf(chain, header, len, m, pool)) {
-			q.stats.dropNoMbuf++;
+		bool copied = copyChainToMbuf(chain, header, len, m, pool);
+		bool offloaded = copied && guestHeaderToMbuf(hdr, m);
+		if (!offloaded) {
+			(copied ? q.stats.dropBadOffload : q.stats.dropNoMbuf)++;
+			/* The mbuf is reused for the next packet: back to a fresh one. */
 			rte_pktmbuf_free(m->next);
-			m->next = nullptr;
-			m->nb_segs = 1;
+			rte_pktmbuf_reset(m);
 			continue;
 		}
 		bytes += len;
@@ -278,22 +327,29 @@ uint16_t VhostNetPort::enqueue(Queue &q, VringState &state, Ring &ring, rte_mbuf
 	uint64_t bytes = 0;
 	bool taken = false;
 
+	GuestRxOffloads offloads{};
+	uint8_t rxBits = guestRxOffloads_.load(std::memory_order_relaxed);
+	offloads.csum = rxBits & 1;
+	offloads.tso4 = rxBits & 2;
+	offloads.tso6 = rxBits & 4;
+	GuestRxFrame frame;
+
 	uint16_t heads[kMaxChainsPerPacket];
 	uint16_t descCounts[kMaxChainsPerPacket];
 	uint32_t capacity[kMaxChainsPerPacket];
-	for (uint16_t i = 0; i < n; i++) {
-		const rte_mbuf *m = pkts[i];
-		uint32_t need = header + m->pkt_len;
-		if (m->pkt_len > kMaxPacketBytes) {
-			q.stats.dropTooLong++;
-			continue;
-		}
-		/* Gather chains until the packet fits: one without MRG_RXBUF. */
+	/*
+	 * Put one frame into the guest's buffers: the header, \a prefixBytes rewritten bytes
+	 * from \a frame, then bytes [off, off + len) of \a m.
+	 */
+	enum class Placed : uint8_t { Ok, NoBuffer, TooBig, Refused };
+	auto place = [&](const rte_mbuf *m, const virtio::NetHeader &fields, uint32_t prefixBytes,
+			 uint32_t off, uint32_t len) -> Placed {
+		uint32_t need = header + prefixBytes + len;
+		/* Gather chains until the frame fits: one without MRG_RXBUF. */
 		uint32_t start = ring.availPosition();
 		unsigned chains = 0;
 		size_t pieces = 0;
 		uint32_t total = 0;
-		bool refused = false;
 		while (total < need) {
 			if (chains == kMaxChainsPerPacket || (!mergeable && chains == 1) ||
 			    pieces == kMaxPieces)
@@ -309,16 +365,14 @@ uint16_t VhostNetPort::enqueue(Queue &q, VringState &state, Ring &ring, rte_mbuf
 			taken = true;
 			if (status == PopStatus::BadChain || chain.readableBytes != 0) {
 				/*
-				 * Refused, or device-readable buffers on a receive queue: the
-				 * packet is dropped, and every chain taken for it goes back empty,
-				 * in the order taken (IN_ORDER).
+				 * Refused, or device-readable buffers on a receive queue: the frame
+				 * is dropped, and every chain taken for it goes back empty, in the
+				 * order taken (IN_ORDER).
 				 */
 				for (unsigned c = 0; c < chains; c++)
 					putUsed(ring, heads[c], descCounts[c], 0);
 				putUsed(ring, chain.head, chain.descCount, 0);
-				q.stats.dropBadChain++;
-				refused = true;
-				break;
+				return Placed::Refused;
 			}
 			heads[chains] = chain.head;
 			descCounts[chains] = chain.descCount;
@@ -327,31 +381,68 @@ uint16_t VhostNetPort::enqueue(Queue &q, VringState &state, Ring &ring, rte_mbuf
 			pieces += chain.bufferCount;
 			total += chain.writableBytes;
 		}
-		if (refused)
-			continue;
 		if (total < need) {
 			/* Give the chains back: they are the next ones the guest sees used. */
 			ring.rewindAvail(start);
-			if (!mergeable && chains == 1) {
-				/* The guest's buffers are smaller than this packet. */
+			return !mergeable && chains == 1 ? Placed::TooBig : Placed::NoBuffer;
+		}
+		PieceWriter writer{ q.storage, q.storage + pieces };
+		virtio::NetHeader hdr = fields;
+		hdr.numBuffers = static_cast<uint16_t>(chains);
+		writer.write(reinterpret_cast<const uint8_t *>(&hdr), header);
+		writer.write(frame.prefix(), prefixBytes);
+		writeMbufRange(writer, m, off, len);
+		uint32_t left = need;
+		for (unsigned c = 0; c < chains; c++) {
+			uint32_t used = std::min(left, capacity[c]);
+			putUsed(ring, heads[c], descCounts[c], used);
+			left -= used;
+		}
+		return Placed::Ok;
+	};
+
+	static constexpr virtio::NetHeader kNoOffload{};
+	for (uint16_t i = 0; i < n; i++) {
+		const rte_mbuf *m = pkts[i];
+		Placed placed;
+		if (!(m->ol_flags & kOffloadFlags)) {
+			/* The common case: no offload requested, nothing to rewrite. */
+			if (m->pkt_len > kMaxPacketBytes) {
 				q.stats.dropTooLong++;
 				continue;
 			}
+			placed = place(m, kNoOffload, 0, 0, m->pkt_len);
+		} else {
+			if (m->pkt_len > kMaxGsoFrameBytes ||
+			    (m->pkt_len > kMaxPacketBytes &&
+			     !(m->ol_flags & RTE_MBUF_F_TX_TCP_SEG))) {
+				q.stats.dropTooLong++;
+				continue;
+			}
+			if (!frame.plan(m, offloads)) {
+				q.stats.dropBadOffload++;
+				continue;
+			}
+			placed = Placed::Ok;
+			for (unsigned s = 0; s < frame.segmentCount() && placed == Placed::Ok;
+			     s++) {
+				uint32_t off = 0, len = 0;
+				frame.build(s, &off, &len);
+				placed = place(m, frame.header(), frame.prefixBytes(), off, len);
+			}
+		}
+		if (placed == Placed::Refused) {
+			q.stats.dropBadChain++;
+			continue;
+		}
+		if (placed == Placed::TooBig) {
+			/* The guest's buffers are smaller than this packet. */
+			q.stats.dropTooLong++;
+			continue;
+		}
+		if (placed == Placed::NoBuffer) {
 			q.stats.dropNoBuffer += n - i;
 			break;
-		}
-
-		PieceWriter writer{ q.storage, q.storage + pieces };
-		virtio::NetHeader hdr{};
-		hdr.numBuffers = static_cast<uint16_t>(chains);
-		writer.write(reinterpret_cast<const uint8_t *>(&hdr), header);
-		for (const rte_mbuf *seg = m; seg; seg = seg->next)
-			writer.write(rte_pktmbuf_mtod(seg, const uint8_t *), seg->data_len);
-		uint32_t left = need;
-		for (unsigned c = 0; c < chains; c++) {
-			uint32_t len = std::min(left, capacity[c]);
-			putUsed(ring, heads[c], descCounts[c], len);
-			left -= len;
 		}
 		bytes += m->pkt_len;
 		sent++;

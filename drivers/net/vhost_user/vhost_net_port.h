@@ -25,6 +25,7 @@ struct alignas(64) NetQueueStats {
 	Counter dropTooShort; /**< TX: a chain no longer than the virtio-net header */
 	Counter dropTooLong;  /**< larger than vub carries */
 	Counter dropNoMbuf;   /**< TX: the mempool ran dry */
+	Counter dropBadOffload; /**< an offload request vub does not honour (header or mbuf) */
 	Counter notifications;
 };
 
@@ -110,6 +111,8 @@ private:
 	std::atomic<uint64_t> features_{ 0 };
 	std::atomic<uint32_t> headerBytes_{ 12 };
 	std::atomic<bool> mergeable_{ false };
+	std::atomic<bool> guestTxOffloads_{ false }; /**< CSUM: the guest may ask for offloads */
+	std::atomic<uint8_t> guestRxOffloads_{ 0 };  /**< GUEST_CSUM, GUEST_TSO4, GUEST_TSO6 bits */
 	std::atomic<uint16_t> mtu_{ 1500 };
 };
 
