@@ -153,16 +153,36 @@ int forwardLoop(void *arg)
 	return 0;
 }
 
+void printQueueStats(size_t port, unsigned pair, bool guestTx, const vub::net::NetQueueCounters &c)
+{
+	std::printf("port %zu queue %u %s: packets %" PRIu64 " bytes %" PRIu64
+		    " drop-no-buffer %" PRIu64 " drop-bad-chain %" PRIu64 " drop-too-short %" PRIu64
+		    " drop-too-long %" PRIu64 " drop-no-mbuf %" PRIu64 " drop-bad-offload %" PRIu64
+		    " notifications %" PRIu64 " notifications-suppressed %" PRIu64 " kicks %" PRIu64
+		    " empty-polls %" PRIu64,
+		    port, pair, guestTx ? "guest-tx" : "guest-rx", c.packets, c.bytes,
+		    c.dropNoBuffer, c.dropBadChain, c.dropTooShort, c.dropTooLong, c.dropNoMbuf,
+		    c.dropBadOffload, c.notificationsSent, c.notificationsSuppressed, c.kicks,
+		    c.emptyPolls);
+	for (int e = 1; e < static_cast<int>(vub::vhost::ChainError::Count); e++) {
+		if (c.badChains[e])
+			std::printf(
+				" chain-%s %" PRIu64,
+				vub::vhost::chainErrorName(static_cast<vub::vhost::ChainError>(e)),
+				c.badChains[e]);
+	}
+	std::printf("\n");
+}
+
 void printStats(const Forwarding &fwd)
 {
 	for (size_t p = 0; p < fwd.ports.size(); p++) {
 		const Port &port = *fwd.ports[p];
 		uint64_t rxDropped = 0;
 		for (unsigned q = 0; q < port.net->queuePairs(); q++) {
-			const auto &s = port.net->stats(q, true);
-			rxDropped += s.dropBadChain.get() + s.dropTooShort.get() +
-				     s.dropTooLong.get() + s.dropNoMbuf.get() +
-				     s.dropBadOffload.get();
+			auto tx = port.net->counters(q, true);
+			rxDropped += tx.dropBadChain + tx.dropTooShort + tx.dropTooLong +
+				     tx.dropNoMbuf + tx.dropBadOffload;
 		}
 		std::printf("port %zu: rx-packets %" PRIu64 " rx-bytes %" PRIu64
 			    " tx-packets %" PRIu64 " tx-bytes %" PRIu64 " tx-dropped %" PRIu64
@@ -171,6 +191,10 @@ void printStats(const Forwarding &fwd)
 			    port.counters.txPackets.get(), port.counters.txBytes.get(),
 			    port.counters.txDropped.get(), rxDropped,
 			    port.net->negotiatedFeatures());
+		for (unsigned q = 0; q < port.net->queuePairs(); q++) {
+			printQueueStats(p, q, false, port.net->counters(q, false));
+			printQueueStats(p, q, true, port.net->counters(q, true));
+		}
 	}
 	std::fflush(stdout);
 }

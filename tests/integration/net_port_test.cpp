@@ -222,6 +222,32 @@ TEST_P(NetPortTest, GetVringBaseStopsTheRingAtWhereTheGuestIs)
 	}
 }
 
+TEST_P(NetPortTest, CountersSayWhatHappenedToEachQueue)
+{
+	negotiate(true);
+	rte_mbuf *pkts[4];
+	reader_->online();
+	EXPECT_EQ(port_->dequeueBurst(0, EalEnvironment::pool, pkts, 4), 0);
+	reader_->offline();
+	guestSend(pattern(100, 1), 12);
+	uint64_t a = mem_->alloc(64, 16);
+	BufferSpec bad{ a, 0, false }; /* a zero-length buffer: refused */
+	addChain(1, std::span(&bad, 1));
+	guestSend(pattern(200, 2), 12);
+	ASSERT_EQ(dequeue(pkts, 2), 2);
+	rte_pktmbuf_free_bulk(pkts, 2);
+
+	auto c = port_->counters(0, true);
+	EXPECT_EQ(c.packets, 2u);
+	EXPECT_EQ(c.bytes, 300u);
+	EXPECT_EQ(c.dropBadChain, 1u);
+	EXPECT_EQ(c.badChains[static_cast<int>(ChainError::ZeroLength)], 1u);
+	EXPECT_GE(c.emptyPolls, 1u);
+	EXPECT_GE(c.notificationsSent + c.notificationsSuppressed, 1u);
+	auto rx = port_->counters(0, false);
+	EXPECT_EQ(rx.packets, 0u);
+}
+
 TEST_P(NetPortTest, JumboFrameBecomesAnMbufChain)
 {
 	negotiate(true);

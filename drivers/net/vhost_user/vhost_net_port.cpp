@@ -214,14 +214,40 @@ void putUsed(PackedQueue &ring, uint16_t head, uint16_t descCount, uint32_t len)
 
 } /* namespace */
 
+NetQueueCounters VhostNetPort::counters(unsigned pair, bool guestTx) const
+{
+	const Queue &q = *queues_[2 * pair + (guestTx ? 1 : 0)];
+	NetQueueCounters c;
+	c.packets = q.stats.packets.get();
+	c.bytes = q.stats.bytes.get();
+	c.dropNoBuffer = q.stats.dropNoBuffer.get();
+	c.dropBadChain = q.stats.dropBadChain.get();
+	c.dropTooShort = q.stats.dropTooShort.get();
+	c.dropTooLong = q.stats.dropTooLong.get();
+	c.dropNoMbuf = q.stats.dropNoMbuf.get();
+	c.dropBadOffload = q.stats.dropBadOffload.get();
+	c.emptyPolls = q.stats.emptyPolls.get();
+	if (!q.ring.vring)
+		return c;
+	/* Both layouts' counters: only the negotiated one moves, and no flag needs reading. */
+	const VringState &state = q.ring.vring->peek();
+	for (const vhost::QueueStats *s :
+	     { &state.getQueue().stats(), &state.getPackedQueue().stats() }) {
+		c.notificationsSent += s->notificationsSent.get();
+		c.notificationsSuppressed += s->notificationsSuppressed.get();
+		c.kicks += s->kicks.get();
+		for (int e = 0; e < static_cast<int>(vhost::ChainError::Count); e++)
+			c.badChains[e] += s->badChains[e].get();
+	}
+	return c;
+}
+
 template <typename Ring>
-void VhostNetPort::notify(VringState &state, Ring &ring, NetQueueStats &stats)
+void VhostNetPort::notify(VringState &state, Ring &ring)
 {
 	ring.publishUsed();
-	if (state.needsNotification()) {
+	if (state.needsNotification())
 		state.signalUsedQueue();
-		stats.notifications++;
-	}
 }
 
 uint16_t VhostNetPort::dequeueBurst(unsigned pair, rte_mempool *pool, rte_mbuf **pkts, uint16_t n)
@@ -241,8 +267,10 @@ uint16_t VhostNetPort::dequeue(Queue &q, VringState &state, Ring &ring, rte_memp
 {
 	using PopStatus = typename Ring::PopStatus;
 	n = availableUpTo(ring, n);
-	if (n == 0)
+	if (n == 0) {
+		q.stats.emptyPolls++;
 		return 0;
+	}
 	if (rte_pktmbuf_alloc_bulk(pool, pkts, n) != 0) {
 		q.stats.dropNoMbuf++;
 		return 0;
@@ -298,7 +326,7 @@ uint16_t VhostNetPort::dequeue(Queue &q, VringState &state, Ring &ring, rte_memp
 	if (got < n)
 		rte_pktmbuf_free_bulk(pkts + got, n - got);
 	if (taken)
-		notify(state, ring, q.stats);
+		notify(state, ring);
 	q.stats.packets += got;
 	q.stats.bytes += bytes;
 	return got;
@@ -448,7 +476,7 @@ uint16_t VhostNetPort::enqueue(Queue &q, VringState &state, Ring &ring, rte_mbuf
 		sent++;
 	}
 	if (taken)
-		notify(state, ring, q.stats);
+		notify(state, ring);
 	q.stats.packets += sent;
 	q.stats.bytes += bytes;
 	return sent;

@@ -26,7 +26,28 @@ struct alignas(64) NetQueueStats {
 	Counter dropTooLong;  /**< larger than vub carries */
 	Counter dropNoMbuf;   /**< TX: the mempool ran dry */
 	Counter dropBadOffload; /**< an offload request vub does not honour (header or mbuf) */
-	Counter notifications;
+	Counter emptyPolls;	/**< bursts that found nothing to do */
+};
+
+/**
+ * \brief A snapshot of one virtqueue's counters: the port's (NetQueueStats) and the ring's
+ * (vhost::QueueStats), read without stopping the lcore that polls it.
+ */
+struct NetQueueCounters {
+	uint64_t packets = 0;
+	uint64_t bytes = 0;
+	uint64_t dropNoBuffer = 0;
+	uint64_t dropBadChain = 0;
+	uint64_t dropTooShort = 0;
+	uint64_t dropTooLong = 0;
+	uint64_t dropNoMbuf = 0;
+	uint64_t dropBadOffload = 0;
+	uint64_t emptyPolls = 0;
+	uint64_t notificationsSent = 0;
+	uint64_t notificationsSuppressed = 0;
+	uint64_t kicks = 0;
+	/** Chains refused, by vhost::ChainError. */
+	uint64_t badChains[static_cast<int>(vhost::ChainError::Count)] = {};
 };
 
 /**
@@ -80,7 +101,11 @@ public:
 	 */
 	uint16_t enqueueBurst(unsigned pair, rte_mbuf *const *pkts, uint16_t n);
 
-	/** \brief Counters of the guest's RX (\a guestTx false) or TX virtqueue of \a pair. */
+	/** \brief All counters of the guest's RX (\a guestTx false) or TX virtqueue of \a pair. Any
+	 * thread. */
+	NetQueueCounters counters(unsigned pair, bool guestTx) const;
+	/** \brief The port's counters of the guest's RX (\a guestTx false) or TX virtqueue of \a
+	 * pair. */
 	const NetQueueStats &stats(unsigned pair, bool guestTx) const
 	{
 		return queues_[2 * pair + (guestTx ? 1 : 0)]->stats;
@@ -97,7 +122,7 @@ private:
 	};
 
 	template <typename Ring>
-	static void notify(vhost::VringState &state, Ring &ring, NetQueueStats &stats);
+	static void notify(vhost::VringState &state, Ring &ring);
 	/* The burst functions for one ring layout, SplitQueue or PackedQueue. */
 	template <typename Ring>
 	uint16_t dequeue(Queue &q, vhost::VringState &state, Ring &ring, rte_mempool *pool,

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <span>
 
+#include "vub/base/counter.h"
 #include "vub/base/result.h"
 #include "vub/vhost/guest_memory.h"
 #include "vub/virtio/split_ring.h"
@@ -53,14 +54,17 @@ struct DescriptorChain {
 	std::span<DescBuffer> pieces() const { return { buffers, bufferCount }; }
 };
 
-/** \brief Per-queue counters, written only by the thread that processes the queue. */
+/**
+ * \brief Per-queue counters: written only by the thread that processes the queue, readable
+ * from any thread while it runs.
+ */
 struct QueueStats {
-	uint64_t chains = 0;
-	uint64_t badChains[static_cast<int>(ChainError::Count)] = {};
-	uint64_t notificationsSent = 0;
-	uint64_t notificationsSuppressed = 0;
-	uint64_t kicks = 0;
-	uint64_t emptyPolls = 0;
+	Counter chains;
+	Counter badChains[static_cast<int>(ChainError::Count)];
+	Counter notificationsSent;
+	Counter notificationsSuppressed;
+	Counter kicks;
+	Counter emptyPolls;
 };
 
 /**

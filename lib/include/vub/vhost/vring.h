@@ -282,6 +282,11 @@ public:
 			return nullptr;
 		return &state_;
 	}
+	/**
+	 * \brief The state, without the handshake: only for reading its counters (atomic), from
+	 * any thread, while workers run.
+	 */
+	const VringState &peek() const { return state_; }
 	/** \brief Bumped each time the control thread changed the ring: a worker re-arms then. */
 	uint32_t generation() const { return generation_.load(std::memory_order_acquire); }
 
