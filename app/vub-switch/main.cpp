@@ -63,6 +63,8 @@ struct Port {
 	std::unique_ptr<VhostUserDaemon> daemon;
 	Listener listener;
 	PortCounters counters;
+	/** The NUMA node last reported for each queue pair's rings (control thread). */
+	std::vector<int> reportedNode;
 };
 
 struct Forwarding {
@@ -151,6 +153,32 @@ int forwardLoop(void *arg)
 		reader->quiescent();
 	}
 	return 0;
+}
+
+/**
+ * Say where each started queue pair's guest memory is, next to the lcore that polls it, once
+ * each time it changes: a pair polled from another NUMA node pays a remote access per packet.
+ */
+void reportPlacement(Forwarding &fwd, unsigned worker)
+{
+	int workerNode = static_cast<int>(rte_lcore_to_socket_id(worker));
+	for (size_t p = 0; p < fwd.ports.size(); p++) {
+		Port &port = *fwd.ports[p];
+		for (unsigned q = 0; q < port.net->queuePairs(); q++) {
+			int node = port.net->numaNode(q);
+			if (node < 0 || node == port.reportedNode[q])
+				continue;
+			port.reportedNode[q] = node;
+			std::printf(
+				"vub-switch: port %zu queue %u: guest rings on numa node %d, polled by "
+				"lcore %u on numa node %d%s\n",
+				p, q, node, worker, workerNode,
+				node == workerNode ? ""
+						   : " (remote: give the switch an lcore on the "
+						     "guest's node)");
+			std::fflush(stdout);
+		}
+	}
 }
 
 void printQueueStats(size_t port, unsigned pair, bool guestTx, const vub::net::NetQueueCounters &c)
@@ -291,8 +319,10 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
-	fwd.pool = rte_pktmbuf_pool_create("vub_mbuf_pool", 16383, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
-					   static_cast<int>(rte_socket_id()));
+	/* The worker allocates the mbufs and writes them: its socket's memory. */
+	fwd.pool =
+		rte_pktmbuf_pool_create("vub_mbuf_pool", 16383, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
+					static_cast<int>(rte_lcore_to_socket_id(worker)));
 	if (!fwd.pool) {
 		std::fprintf(stderr, "vub-switch: mbuf pool: %s\n", rte_strerror(rte_errno));
 		return 1;
@@ -307,7 +337,9 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < configs.size(); i++) {
 		auto port = std::make_unique<Port>();
 		port->config = configs[i];
-		port->net = std::make_shared<VhostNetPort>(configs[i].queues);
+		port->net = std::make_shared<VhostNetPort>(
+			configs[i].queues, static_cast<int>(rte_lcore_to_socket_id(worker)));
+		port->reportedNode.assign(port->net->queuePairs(), -1);
 		DaemonOptions options;
 		options.controlLoop = loop->get();
 		options.polling = true;
@@ -358,6 +390,11 @@ int main(int argc, char **argv)
 	};
 	if (statsPeriod)
 		control.addTimer(std::chrono::seconds(statsPeriod), tick);
+	std::function<void()> placement = [&] {
+		reportPlacement(fwd, worker);
+		control.addTimer(std::chrono::seconds(1), placement);
+	};
+	control.addTimer(std::chrono::seconds(1), placement);
 
 	if (rte_eal_remote_launch(forwardLoop, &fwd, worker) != 0) {
 		std::fprintf(stderr, "vub-switch: cannot launch lcore %u\n", worker);

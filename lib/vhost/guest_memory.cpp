@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "vub/base/log.h"
+#include "vub/base/topology.h"
 
 namespace vub::vhost {
 
@@ -65,10 +66,13 @@ Result<std::shared_ptr<MemoryRegion>> MemoryRegion::create(const MemoryRegionMsg
 	region->hva_ = mapping->data() + residual;
 	region->mapping_ = std::move(*mapping);
 	region->fd_ = std::move(fd);
-	VUB_LOG(Memory, Info, "mapped region gpa 0x%llx size 0x%llx qva 0x%llx page %zu KiB",
+	/* The front-end placed the memory; its first page says where (a read maps it). */
+	region->numaNode_ = Topology::nodeOfAddress(region->hva_);
+	VUB_LOG(Memory, Info,
+		"mapped region gpa 0x%llx size 0x%llx qva 0x%llx page %zu KiB numa node %d",
 		static_cast<unsigned long long>(region->gpa_),
 		static_cast<unsigned long long>(region->size_),
-		static_cast<unsigned long long>(region->qva_), pageSize / 1024);
+		static_cast<unsigned long long>(region->qva_), pageSize / 1024, region->numaNode_);
 	return region;
 }
 

@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "vub/base/log.h"
+#include "vub/base/topology.h"
 #include "vub/virtio/features.h"
 
 namespace vub::vhost {
@@ -836,6 +837,13 @@ void VhostUserHandler::tryStart(VringSlot &slot)
 		});
 		if (!started)
 			return;
+		int node = -1;
+		vring->visitQueue(
+			[&](auto &queue) { node = Topology::nodeOfAddress(queue.descRing()); });
+		vring->setNumaNode(node);
+		VUB_LOG(Vring, Info, "%s: vring %u started: %s ring, numa node %d", name_.c_str(),
+			static_cast<unsigned>(&slot - vrings_.data()),
+			vring->isPacked() ? "packed" : "split", node);
 	}
 	updateKickWatch(slot);
 }

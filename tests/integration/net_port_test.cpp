@@ -18,6 +18,7 @@
 #include <gtest/gtest.h>
 
 #include "vub/base/rcu.h"
+#include "vub/base/topology.h"
 #include "vub/vhost/daemon.h"
 #include "vub/virtio/net_header.h"
 
@@ -246,6 +247,15 @@ TEST_P(NetPortTest, CountersSayWhatHappenedToEachQueue)
 	EXPECT_GE(c.notificationsSent + c.notificationsSuppressed, 1u);
 	auto rx = port_->counters(0, false);
 	EXPECT_EQ(rx.packets, 0u);
+}
+
+TEST_P(NetPortTest, StartedRingsSayTheirNumaNode)
+{
+	EXPECT_EQ(port_->numaNode(0), -1) << "no ring started yet";
+	negotiate(true);
+	/* Where this machine's libnuma says the guest memory is, or -1 without libnuma. */
+	int expected = Topology::nodeOfAddress(mem_->hostPtr(kGpaBase));
+	EXPECT_EQ(port_->numaNode(0), expected);
 }
 
 TEST_P(NetPortTest, JumboFrameBecomesAnMbufChain)

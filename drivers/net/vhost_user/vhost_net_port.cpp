@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <new>
 
+#include <rte_malloc.h>
 #include <rte_mbuf.h>
 #include <rte_memcpy.h>
 #include <rte_mempool.h>
@@ -122,11 +124,26 @@ void writeMbufRange(PieceWriter &writer, const rte_mbuf *m, uint32_t off, uint32
 
 } /* namespace */
 
-VhostNetPort::VhostNetPort(unsigned queuePairs)
+VhostNetPort::VhostNetPort(unsigned queuePairs, int socket)
 {
 	queuePairs = std::clamp(queuePairs, 1u, kMaxQueuePairs);
-	for (unsigned i = 0; i < 2 * queuePairs; i++)
-		queues_.push_back(std::make_unique<Queue>());
+	for (unsigned i = 0; i < 2 * queuePairs; i++) {
+		void *mem =
+			rte_zmalloc_socket("vub_net_queue", sizeof(Queue), alignof(Queue), socket);
+		Queue *q = mem ? new (mem) Queue() : new Queue();
+		q->fromHeap = mem == nullptr;
+		queues_.emplace_back(q);
+	}
+}
+
+void VhostNetPort::QueueDeleter::operator()(Queue *q) const
+{
+	if (q->fromHeap) {
+		delete q;
+		return;
+	}
+	q->~Queue();
+	rte_free(q);
 }
 
 VhostNetPort::~VhostNetPort() = default;
@@ -213,6 +230,12 @@ void putUsed(PackedQueue &ring, uint16_t head, uint16_t descCount, uint32_t len)
 }
 
 } /* namespace */
+
+int VhostNetPort::numaNode(unsigned pair) const
+{
+	const Queue &q = *queues_[2 * pair + 1];
+	return q.ring.vring ? q.ring.vring->peek().numaNode() : -1;
+}
 
 NetQueueCounters VhostNetPort::counters(unsigned pair, bool guestTx) const
 {

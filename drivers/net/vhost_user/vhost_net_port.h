@@ -67,7 +67,13 @@ public:
 	static constexpr unsigned kMaxQueuePairs = 8;
 	static constexpr uint32_t kMaxPacketBytes = 9728; /**< jumbo frames, as DPDK's vhost */
 
-	explicit VhostNetPort(unsigned queuePairs);
+	/**
+	 * \param queuePairs 1 to kMaxQueuePairs (clamped)
+	 * \param socket the NUMA node of the lcore that will poll the port: its per-queue
+	 * state is allocated there (DPDK memory; the heap when that fails or EAL is not up);
+	 * SOCKET_ID_ANY (-1) for no preference
+	 */
+	explicit VhostNetPort(unsigned queuePairs, int socket = -1);
 	~VhostNetPort() override;
 
 	/* VhostUserBackend. */
@@ -87,6 +93,11 @@ public:
 	/** \brief Bind to the daemon's vrings (VringPolled), once, after the daemon is created. */
 	Result<void> attach(const std::vector<vhost::VringT *> &vrings);
 	unsigned queuePairs() const { return static_cast<unsigned>(queues_.size() / 2); }
+	/**
+	 * \brief The NUMA node of the guest's rings of \a pair (its TX ring, found when it
+	 * started), -1 when unknown or not started. Any thread.
+	 */
+	int numaNode(unsigned pair) const;
 	/** \brief The virtio features the front-end acked last (0 before SET_FEATURES). */
 	uint64_t negotiatedFeatures() const { return features_.load(std::memory_order_relaxed); }
 
@@ -119,6 +130,10 @@ private:
 		vhost::PolledRing ring;
 		NetQueueStats stats;
 		vhost::DescBuffer storage[kMaxPieces];
+		bool fromHeap = false; /**< else from rte_malloc */
+	};
+	struct QueueDeleter {
+		void operator()(Queue *q) const;
 	};
 
 	template <typename Ring>
@@ -131,7 +146,7 @@ private:
 	uint16_t enqueue(Queue &q, vhost::VringState &state, Ring &ring, rte_mbuf *const *pkts,
 			 uint16_t n);
 
-	std::vector<std::unique_ptr<Queue>> queues_;
+	std::vector<std::unique_ptr<Queue, QueueDeleter>> queues_;
 	/* Written on SET_FEATURES, when no ring runs; read once per burst. */
 	std::atomic<uint64_t> features_{ 0 };
 	std::atomic<uint32_t> headerBytes_{ 12 };

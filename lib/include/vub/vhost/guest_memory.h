@@ -44,6 +44,8 @@ public:
 	/** \brief The block (page) size of the backing file: 2 MiB or 1 GiB on hugetlbfs. */
 	size_t pageSize() const { return pageSize_; }
 	int fd() const { return fd_.get(); }
+	/** \brief The NUMA node of the region's first page, -1 when unknown. */
+	int numaNode() const { return numaNode_; }
 
 	bool containsGpa(uint64_t gpa) const { return gpa - gpa_ < size_; }
 	bool containsQva(uint64_t qva) const { return qva - qva_ < size_; }
@@ -57,6 +59,7 @@ private:
 	uint64_t mmapOffset_ = 0;
 	uint8_t *hva_ = nullptr;
 	size_t pageSize_ = 0;
+	int numaNode_ = -1;
 	MemoryMapping mapping_;
 	UniqueFd fd_; /**< kept for NUMA queries and for the inflight and log areas' peers */
 };

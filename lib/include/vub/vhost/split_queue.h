@@ -107,6 +107,8 @@ public:
 	Result<void> translate(const GuestMemory &mem);
 	void untranslate();
 	bool isTranslated() const { return desc_ != nullptr; }
+	/** \brief Where the descriptor ring is mapped (null when not translated). */
+	const void *descRing() const { return desc_; }
 	void setEventIdx(bool enabled) { eventIdx_ = enabled; }
 	void setIndirect(bool enabled) { indirect_ = enabled; }
 	bool eventIdx() const { return eventIdx_; }

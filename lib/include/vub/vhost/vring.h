@@ -55,6 +55,12 @@ public:
 
 	bool isEnabled() const { return enabled_; }
 	void setEnabled(bool enabled) { enabled_ = enabled; }
+	/**
+	 * \brief The NUMA node of the descriptor ring, found when the ring last started; -1 when
+	 * unknown. Any thread.
+	 */
+	int numaNode() const { return numaNode_.load(std::memory_order_relaxed); }
+	void setNumaNode(int node) { numaNode_.store(node, std::memory_order_relaxed); }
 	/** \brief Started: configured and kicked; the queue may be processed. */
 	bool isStarted() const { return packed_ ? packedQueue_.isReady() : queue_.isReady(); }
 
@@ -125,6 +131,7 @@ private:
 	uint32_t index_ = 0;
 	bool enabled_ = false;
 	bool packed_ = false;
+	std::atomic<int> numaNode_{ -1 };
 };
 
 /**
