@@ -187,11 +187,11 @@ void printQueueStats(size_t port, unsigned pair, bool guestTx, const vub::net::N
 		    " drop-no-buffer %" PRIu64 " drop-bad-chain %" PRIu64 " drop-too-short %" PRIu64
 		    " drop-too-long %" PRIu64 " drop-no-mbuf %" PRIu64 " drop-bad-offload %" PRIu64
 		    " notifications %" PRIu64 " notifications-suppressed %" PRIu64 " kicks %" PRIu64
-		    " empty-polls %" PRIu64,
+		    " empty-polls %" PRIu64 " drop-disabled %" PRIu64,
 		    port, pair, guestTx ? "guest-tx" : "guest-rx", c.packets, c.bytes,
 		    c.dropNoBuffer, c.dropBadChain, c.dropTooShort, c.dropTooLong, c.dropNoMbuf,
 		    c.dropBadOffload, c.notificationsSent, c.notificationsSuppressed, c.kicks,
-		    c.emptyPolls);
+		    c.emptyPolls, c.dropDisabled);
 	for (int e = 1; e < static_cast<int>(vub::vhost::ChainError::Count); e++) {
 		if (c.badChains[e])
 			std::printf(

@@ -146,7 +146,8 @@ unsigned VringPoller::pollOnce()
 	unsigned handled = 0;
 	for (Ring &ring : rings_) {
 		VringState *state = ring.polled.acquire();
-		if (state)
+		/* A generic device has no side-effect-free processing: a disabled ring waits. */
+		if (state && state->isEnabled())
 			handled += backend_->pollQueue(ring.queueIndex, *state, threadId_);
 	}
 	reader_->quiescent();

@@ -547,7 +547,7 @@ Result<void> VhostUserHandler::dispatch(FrontendRequest request, Message &msg, R
 	case FrontendRequest::SetProtocolFeatures:
 		return setProtocolFeatures(msg.payloadAs<uint64_t>());
 	case FrontendRequest::GetQueueNum:
-		reply.set(static_cast<uint64_t>(vrings_.size()));
+		reply.set(backend_->queueNum());
 		return {};
 	case FrontendRequest::SetMemTable:
 		return setMemTable(msg);

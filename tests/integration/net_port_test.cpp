@@ -6,6 +6,8 @@
  */
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstring>
 #include <functional>
@@ -103,6 +105,7 @@ protected:
 		o.features = virtio::bit(virtio::kFVersion1) |
 			     (mergeable ? virtio::bit(virtio::kNetFMrgRxbuf) : 0) |
 			     (o.packed ? virtio::bit(virtio::kFRingPacked) : 0) | moreFeatures;
+		o.protocolFeatures |= protocol::mask(protocol::kRarp);
 		ASSERT_TRUE(frontend_->negotiateDpdk(o));
 	}
 
@@ -258,6 +261,59 @@ TEST_P(NetPortTest, StartedRingsSayTheirNumaNode)
 	EXPECT_EQ(port_->numaNode(0), expected);
 }
 
+TEST_P(NetPortTest, SendRarpHandsOutARarpFromTheGuestsMac)
+{
+	negotiate(true);
+	const std::array<uint8_t, 6> mac = { 0x52, 0x54, 0x00, 0x12, 0x34, 0x56 };
+	ASSERT_TRUE(frontend_->sendRarp(mac));
+	guestSend(pattern(80, 4), 12);
+	rte_mbuf *pkts[4];
+	ASSERT_EQ(dequeue(pkts, 2), 2);
+	auto rarp = flatten(pkts[0]);
+	ASSERT_EQ(rarp.size(), 60u);
+	EXPECT_TRUE(
+		std::all_of(rarp.begin(), rarp.begin() + 6, [](uint8_t b) { return b == 0xff; }));
+	EXPECT_TRUE(std::equal(mac.begin(), mac.end(), rarp.begin() + 6)) << "source MAC";
+	EXPECT_EQ(rarp[12], 0x80);
+	EXPECT_EQ(rarp[13], 0x35);
+	EXPECT_EQ(rarp[21], 3) << "reverse request";
+	EXPECT_TRUE(std::equal(mac.begin(), mac.end(), rarp.begin() + 22)) << "sender MAC";
+	EXPECT_EQ(flatten(pkts[1]), pattern(80, 4)) << "then the guest's own packet";
+	rte_pktmbuf_free_bulk(pkts, 2);
+	reader_->online();
+	EXPECT_EQ(port_->dequeueBurst(0, EalEnvironment::pool, pkts, 4), 0)
+		<< "one RARP per SEND_RARP";
+	reader_->offline();
+}
+
+TEST_P(NetPortTest, GetQueueNumAnswersQueuePairs)
+{
+	negotiate(true);
+	auto n = frontend_->getQueueNum();
+	ASSERT_TRUE(n);
+	EXPECT_EQ(*n, 1u) << "QEMU's vhost-user net compares it with its queue pairs";
+}
+
+TEST_P(NetPortTest, DisabledTxRingIsConsumedAndDropped)
+{
+	negotiate(true);
+	ASSERT_TRUE(frontend_->setVringEnable(1, false));
+	guestSend(pattern(60, 1), 12);
+	guestSend(pattern(60, 2), 12);
+	rte_mbuf *pkts[2];
+	reader_->online();
+	EXPECT_EQ(port_->dequeueBurst(0, EalEnvironment::pool, pkts, 2), 0)
+		<< "a disabled ring's packets go nowhere";
+	reader_->offline();
+	EXPECT_EQ(port_->counters(0, true).dropDisabled, 2u);
+	EXPECT_EQ(usedLens(1), (std::vector<uint32_t>{ 0, 0 })) << "but its buffers go back";
+	ASSERT_TRUE(frontend_->setVringEnable(1, true));
+	guestSend(pattern(60, 3), 12);
+	ASSERT_EQ(dequeue(pkts, 1), 1);
+	EXPECT_EQ(flatten(pkts[0]), pattern(60, 3));
+	rte_pktmbuf_free(pkts[0]);
+}
+
 TEST_P(NetPortTest, JumboFrameBecomesAnMbufChain)
 {
 	negotiate(true);
@@ -394,6 +450,19 @@ TEST_P(NetPortRxTest, FrameLargerThanANonMergeableBufferIsDroppedAndTheBufferKep
 	EXPECT_EQ(port_->stats(0, false).dropTooLong.get(), 1u);
 	auto payload = pattern(500, 2);
 	ASSERT_EQ(send(payload), 1) << "the guest's buffer was given back for the next frame";
+	EXPECT_EQ(collect(gpas).data, payload);
+}
+
+TEST_P(NetPortRxTest, DisabledRxRingGetsNothing)
+{
+	negotiate(true);
+	auto gpas = postRx(1, 2048);
+	ASSERT_TRUE(frontend_->setVringEnable(0, false));
+	EXPECT_EQ(send(pattern(100, 1), false), 0);
+	EXPECT_TRUE(usedLens(0).empty());
+	ASSERT_TRUE(frontend_->setVringEnable(0, true));
+	auto payload = pattern(100, 2);
+	ASSERT_EQ(send(payload), 1);
 	EXPECT_EQ(collect(gpas).data, payload);
 }
 

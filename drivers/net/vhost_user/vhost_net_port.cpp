@@ -154,14 +154,15 @@ uint64_t VhostNetPort::features() const
 	       virtio::bit(virtio::kFEventIdx) | virtio::bit(virtio::kFIndirectDesc) |
 	       virtio::bit(virtio::kFRingPacked) | virtio::bit(virtio::kFInOrder) |
 	       virtio::bit(virtio::kNetFMq) | virtio::bit(virtio::kVhostUserFProtocolFeatures) |
+	       virtio::bit(virtio::kNetFCtrlVq) | virtio::bit(virtio::kNetFGuestAnnounce) |
 	       offloadFeatures();
 }
 
 uint64_t VhostNetPort::protocolFeatures() const
 {
 	using namespace vhost::protocol;
-	return mask(kMq) | mask(kReplyAck) | mask(kMtu) | mask(kStatus) | mask(kResetDevice) |
-	       mask(kConfigureMemSlots);
+	return mask(kMq) | mask(kRarp) | mask(kReplyAck) | mask(kMtu) | mask(kStatus) |
+	       mask(kResetDevice) | mask(kConfigureMemSlots);
 }
 
 void VhostNetPort::ackedFeatures(uint64_t features)
@@ -183,6 +184,43 @@ Result<void> VhostNetPort::setMtu(uint16_t mtu)
 		return Error{ EINVAL, "MTU above what vub carries" };
 	mtu_.store(mtu, std::memory_order_relaxed);
 	return {};
+}
+
+Result<void> VhostNetPort::sendRarp(const uint8_t (&mac)[6])
+{
+	uint64_t packed = 0;
+	std::memcpy(&packed, mac, sizeof(mac));
+	rarpMac_.store(packed, std::memory_order_relaxed);
+	rarpPending_.store(true, std::memory_order_release);
+	return {};
+}
+
+bool VhostNetPort::takeRarp(rte_mempool *pool, rte_mbuf **out)
+{
+	if (!rarpPending_.load(std::memory_order_relaxed) ||
+	    !rarpPending_.exchange(false, std::memory_order_acquire))
+		return false;
+	rte_mbuf *m = rte_pktmbuf_alloc(pool);
+	if (!m) {
+		rarpPending_.store(true, std::memory_order_relaxed); /* next burst */
+		return false;
+	}
+	uint64_t packed = rarpMac_.load(std::memory_order_relaxed);
+	uint8_t mac[6];
+	std::memcpy(mac, &packed, sizeof(mac));
+	/* Ethernet broadcast, RARP (0x8035): "reverse request" with the guest's MAC, no IP. */
+	uint8_t frame[60] = {};
+	std::memset(frame, 0xff, 6);
+	std::memcpy(frame + 6, mac, 6);
+	const uint8_t rarp[] = { 0x80, 0x35, 0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x03 };
+	std::memcpy(frame + 12, rarp, sizeof(rarp));
+	std::memcpy(frame + 22, mac, 6); /* sender hardware address */
+	std::memcpy(frame + 32, mac, 6); /* target hardware address */
+	std::memcpy(rte_pktmbuf_mtod(m, uint8_t *), frame, sizeof(frame));
+	m->data_len = sizeof(frame);
+	m->pkt_len = sizeof(frame);
+	*out = m;
+	return true;
 }
 
 Result<void> VhostNetPort::attach(const std::vector<vhost::VringT *> &vrings)
@@ -218,6 +256,21 @@ uint16_t availableUpTo(PackedQueue &ring, uint16_t n)
 	return ring.available(n);
 }
 
+/**
+ * Take the next chain. \return false when there is none, or when the ring is corrupt (the
+ * err eventfd is then signalled); \a refused says that the chain must go back empty.
+ */
+template <typename Ring>
+bool nextChain(Ring &ring, VringState &state, const vhost::GuestMemory &mem,
+	       std::span<DescBuffer> storage, DescriptorChain &chain, bool *refused)
+{
+	auto status = ring.pop(mem, storage, chain);
+	if (status == Ring::PopStatus::Broken)
+		state.signalError();
+	*refused = status == Ring::PopStatus::BadChain;
+	return status == Ring::PopStatus::Ok || *refused;
+}
+
 /** Give a chain back: a split ring's used entry, or a packed ring's used descriptor. */
 void putUsed(SplitQueue &ring, uint16_t head, uint16_t, uint32_t len)
 {
@@ -250,6 +303,7 @@ NetQueueCounters VhostNetPort::counters(unsigned pair, bool guestTx) const
 	c.dropNoMbuf = q.stats.dropNoMbuf.get();
 	c.dropBadOffload = q.stats.dropBadOffload.get();
 	c.emptyPolls = q.stats.emptyPolls.get();
+	c.dropDisabled = q.stats.dropDisabled.get();
 	if (!q.ring.vring)
 		return c;
 	/* Both layouts' counters: only the negotiated one moves, and no flag needs reading. */
@@ -277,18 +331,27 @@ uint16_t VhostNetPort::dequeueBurst(unsigned pair, rte_mempool *pool, rte_mbuf *
 {
 	Queue &q = *queues_[2 * pair + 1];
 	VringState *state = q.ring.acquire();
-	if (!state)
+	if (!state || n == 0)
 		return 0;
-	if (state->isPacked())
-		return dequeue(q, *state, state->getPackedQueue(), pool, pkts, n);
-	return dequeue(q, *state, state->getQueue(), pool, pkts, n);
+	if (!state->isEnabled()) [[unlikely]] {
+		if (state->isPacked())
+			drainDisabled(q, *state, state->getPackedQueue());
+		else
+			drainDisabled(q, *state, state->getQueue());
+		return 0;
+	}
+	uint16_t rarp = pair == 0 && takeRarp(pool, pkts) ? 1 : 0;
+	uint16_t got =
+		state->isPacked()
+			? dequeue(q, *state, state->getPackedQueue(), pool, pkts + rarp, n - rarp)
+			: dequeue(q, *state, state->getQueue(), pool, pkts + rarp, n - rarp);
+	return static_cast<uint16_t>(got + rarp);
 }
 
 template <typename Ring>
 uint16_t VhostNetPort::dequeue(Queue &q, VringState &state, Ring &ring, rte_mempool *pool,
 			       rte_mbuf **pkts, uint16_t n)
 {
-	using PopStatus = typename Ring::PopStatus;
 	n = availableUpTo(ring, n);
 	if (n == 0) {
 		q.stats.emptyPolls++;
@@ -306,17 +369,13 @@ uint16_t VhostNetPort::dequeue(Queue &q, VringState &state, Ring &ring, rte_memp
 	bool taken = false;
 	for (uint16_t i = 0; i < n; i++) {
 		DescriptorChain chain;
-		auto status = ring.pop(*mem, q.storage, chain);
-		if (status == PopStatus::Empty)
+		bool refused = false;
+		if (!nextChain(ring, state, *mem, q.storage, chain, &refused))
 			break;
-		if (status == PopStatus::Broken) {
-			state.signalError();
-			break;
-		}
 		taken = true;
 		/* The guest's buffer is returned whatever becomes of the packet. */
 		putUsed(ring, chain.head, chain.descCount, 0);
-		if (status == PopStatus::BadChain) {
+		if (refused) {
 			q.stats.dropBadChain++;
 			continue;
 		}
@@ -359,7 +418,8 @@ uint16_t VhostNetPort::enqueueBurst(unsigned pair, rte_mbuf *const *pkts, uint16
 {
 	Queue &q = *queues_[2 * pair];
 	VringState *state = q.ring.acquire();
-	if (!state)
+	/* A started but disabled RX ring gets nothing. */
+	if (!state || !state->isEnabled())
 		return 0;
 	if (state->isPacked())
 		return enqueue(q, *state, state->getPackedQueue(), pkts, n);
@@ -367,10 +427,25 @@ uint16_t VhostNetPort::enqueueBurst(unsigned pair, rte_mbuf *const *pkts, uint16
 }
 
 template <typename Ring>
+void VhostNetPort::drainDisabled(Queue &q, VringState &state, Ring &ring)
+{
+	const vhost::GuestMemory *mem = state.memory().memory();
+	unsigned taken = 0;
+	DescriptorChain chain;
+	bool refused = false;
+	for (; taken < kDrainBurst && nextChain(ring, state, *mem, q.storage, chain, &refused);
+	     taken++)
+		putUsed(ring, chain.head, chain.descCount, 0);
+	if (taken == 0)
+		return;
+	q.stats.dropDisabled += taken;
+	notify(state, ring);
+}
+
+template <typename Ring>
 uint16_t VhostNetPort::enqueue(Queue &q, VringState &state, Ring &ring, rte_mbuf *const *pkts,
 			       uint16_t n)
 {
-	using PopStatus = typename Ring::PopStatus;
 	const vhost::GuestMemory *mem = state.memory().memory();
 	uint32_t header = headerBytes_.load(std::memory_order_relaxed);
 	bool mergeable = mergeable_.load(std::memory_order_relaxed);
@@ -406,15 +481,13 @@ uint16_t VhostNetPort::enqueue(Queue &q, VringState &state, Ring &ring, rte_mbuf
 			    pieces == kMaxPieces)
 				break;
 			DescriptorChain chain;
-			auto status = ring.pop(*mem, std::span(q.storage + pieces, kMaxPieces - pieces), chain);
-			if (status == PopStatus::Empty)
+			bool refused = false;
+			if (!nextChain(ring, state, *mem,
+				       std::span(q.storage + pieces, kMaxPieces - pieces), chain,
+				       &refused))
 				break;
-			if (status == PopStatus::Broken) {
-				state.signalError();
-				break;
-			}
 			taken = true;
-			if (status == PopStatus::BadChain || chain.readableBytes != 0) {
+			if (refused || chain.readableBytes != 0) {
 				/*
 				 * Refused, or device-readable buffers on a receive queue: the frame
 				 * is dropped, and every chain taken for it goes back empty, in the

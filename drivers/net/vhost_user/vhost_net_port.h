@@ -27,6 +27,7 @@ struct alignas(64) NetQueueStats {
 	Counter dropNoMbuf;   /**< TX: the mempool ran dry */
 	Counter dropBadOffload; /**< an offload request vub does not honour (header or mbuf) */
 	Counter emptyPolls;	/**< bursts that found nothing to do */
+	Counter dropDisabled;	/**< TX of a started but disabled ring: consumed and dropped */
 };
 
 /**
@@ -43,6 +44,7 @@ struct NetQueueCounters {
 	uint64_t dropNoMbuf = 0;
 	uint64_t dropBadOffload = 0;
 	uint64_t emptyPolls = 0;
+	uint64_t dropDisabled = 0;
 	uint64_t notificationsSent = 0;
 	uint64_t notificationsSuppressed = 0;
 	uint64_t kicks = 0;
@@ -79,6 +81,7 @@ public:
 	/* VhostUserBackend. */
 	size_t numQueues() const override { return queues_.size(); }
 	size_t maxQueueSize() const override { return 32768; }
+	uint64_t queueNum() const override { return queuePairs(); }
 	uint64_t features() const override;
 	uint64_t protocolFeatures() const override;
 	void ackedFeatures(uint64_t features) override;
@@ -89,6 +92,12 @@ public:
 		return {};
 	}
 	Result<void> setMtu(uint16_t mtu) override;
+	/**
+	 * \brief SEND_RARP: the next dequeueBurst() of pair 0 hands out a RARP broadcast from
+	 * \a mac before the guest's packets, as if the guest had sent it (DPDK's vhost does the
+	 * same), so that switches learn where the migrated guest is.
+	 */
+	Result<void> sendRarp(const uint8_t (&mac)[6]) override;
 
 	/** \brief Bind to the daemon's vrings (VringPolled), once, after the daemon is created. */
 	Result<void> attach(const std::vector<vhost::VringT *> &vrings);
@@ -125,6 +134,8 @@ public:
 private:
 	static constexpr size_t kMaxPieces = 1024;
 	static constexpr unsigned kMaxChainsPerPacket = 64;
+	static constexpr unsigned kDrainBurst =
+		32; /**< chains a disabled TX ring loses per burst */
 
 	struct alignas(64) Queue {
 		vhost::PolledRing ring;
@@ -136,6 +147,8 @@ private:
 		void operator()(Queue *q) const;
 	};
 
+	/** A RARP waiting since SEND_RARP, as a fresh mbuf in \a out. */
+	bool takeRarp(rte_mempool *pool, rte_mbuf **out);
 	template <typename Ring>
 	static void notify(vhost::VringState &state, Ring &ring);
 	/* The burst functions for one ring layout, SplitQueue or PackedQueue. */
@@ -143,12 +156,17 @@ private:
 	uint16_t dequeue(Queue &q, vhost::VringState &state, Ring &ring, rte_mempool *pool,
 			 rte_mbuf **pkts, uint16_t n);
 	template <typename Ring>
+	void drainDisabled(Queue &q, vhost::VringState &state, Ring &ring);
+	template <typename Ring>
 	uint16_t enqueue(Queue &q, vhost::VringState &state, Ring &ring, rte_mbuf *const *pkts,
 			 uint16_t n);
 
 	std::vector<std::unique_ptr<Queue, QueueDeleter>> queues_;
 	/* Written on SET_FEATURES, when no ring runs; read once per burst. */
 	std::atomic<uint64_t> features_{ 0 };
+	/* SEND_RARP: the MAC (low 48 bits) and whether a RARP waits to go out. */
+	std::atomic<uint64_t> rarpMac_{ 0 };
+	std::atomic<bool> rarpPending_{ false };
 	std::atomic<uint32_t> headerBytes_{ 12 };
 	std::atomic<bool> mergeable_{ false };
 	std::atomic<bool> guestTxOffloads_{ false }; /**< CSUM: the guest may ask for offloads */

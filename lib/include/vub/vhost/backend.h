@@ -37,6 +37,11 @@ public:
 	virtual size_t numQueues() const = 0;
 	/** \brief Largest ring size SET_VRING_NUM accepts; read once. */
 	virtual size_t maxQueueSize() const = 0;
+	/**
+	 * \brief What GET_QUEUE_NUM answers: the virtqueues by default (as libvhost-user); a
+	 * net device answers its queue pairs, which is how QEMU's vhost-user net reads it.
+	 */
+	virtual uint64_t queueNum() const { return numQueues(); }
 	/** \brief The virtio feature bits offered (GET_FEATURES); SET_FEATURES may ack only these. */
 	virtual uint64_t features() const = 0;
 	/**

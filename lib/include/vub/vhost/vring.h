@@ -259,8 +259,11 @@ private:
  *
  * getMut()/getRef() mark the ring parked and, if a worker may be processing it, wait for an
  * RCU grace period, so no burst that began before is still running; the guard's release
- * publishes whether the ring may be processed (started and enabled) and unparks it. A
- * VringPoller calls pollable() once per burst: one acquire load of two words, no lock.
+ * publishes whether the ring may be touched (started) and unparks it. A VringPoller calls
+ * pollable() once per burst: one acquire load of two words, no lock. Whether the started ring
+ * is enabled is the state's isEnabled(), which does not change while the ring is unparked: a
+ * started but disabled ring is processed without side effects (a net device consumes and drops
+ * its TX, gives it no RX), as the specification's ring states say.
  * Control side: one thread at a time; pollable(): any number of workers.
  */
 class VringPolled final : public VringT
@@ -282,7 +285,8 @@ public:
 
 	VringPolled *asPolled() override { return this; }
 
-	/** \brief The state if a worker may process the ring now, else null. Worker side. */
+	/** \brief The state if a worker may touch the ring now (started), else null. Worker side.
+	 */
 	VringState *pollable()
 	{
 		if (parked_.load(std::memory_order_acquire) != 0 || !active_.load(std::memory_order_acquire))
@@ -302,7 +306,7 @@ private:
 	{
 		if (parked_.load(std::memory_order_relaxed) == 1) {
 			generation_.fetch_add(1, std::memory_order_relaxed);
-			active_.store(state_.isStarted() && state_.isEnabled(), std::memory_order_release);
+			active_.store(state_.isStarted(), std::memory_order_release);
 		}
 		parked_.fetch_sub(1, std::memory_order_release);
 	}
