@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * vub-switch: the virtio-net switch. This first version serves vhost-user ports (server or
- * client mode) on the EAL main lcore and forwards in testpmd's io mode on one worker lcore:
+ * client mode) on the EAL main lcore and forwards in testpmd's io mode on the worker lcores:
  * what port p's guest sends goes to port (p + 1) % nports; with one port, back to its guest.
+ * Each stream (source queue pair) is polled by one worker, chosen on the NUMA node of the
+ * guest's rings once they start.
  */
 #include <getopt.h>
 #include <signal.h>
@@ -27,12 +29,14 @@
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
 
-#include "vhost_net_port.h"
 #include "vub/base/counter.h"
 #include "vub/base/event_loop.h"
 #include "vub/base/log.h"
 #include "vub/base/rcu.h"
 #include "vub/vhost/daemon.h"
+
+#include "placement.h"
+#include "vhost_net_port.h"
 
 using namespace vub;
 using namespace vub::vhost;
@@ -48,30 +52,54 @@ struct PortConfig {
 	bool client = false;
 };
 
-/** Forwarding counters of a port, written by the worker lcore only. */
-struct alignas(64) PortCounters {
-	Counter rxPackets;
-	Counter rxBytes;
-	Counter txPackets;
-	Counter txBytes;
-	Counter txDropped;
-};
-
 struct Port {
 	PortConfig config;
 	std::shared_ptr<VhostNetPort> net;
 	std::unique_ptr<VhostUserDaemon> daemon;
 	Listener listener;
-	PortCounters counters;
-	/** The NUMA node last reported for each queue pair's rings (control thread). */
-	std::vector<int> reportedNode;
+};
+
+/**
+ * One source queue pair and where its packets go, with its counters: written by the worker
+ * that owns the stream's group, read anywhere.
+ */
+struct alignas(64) Stream {
+	sw::StreamRoute route;
+	unsigned group = 0;
+	Counter rxPackets; /**< from the source port's guest */
+	Counter rxBytes;
+	Counter txPackets; /**< to the destination port's guest */
+	Counter txBytes;
+	Counter txDropped;
+};
+
+/** Streams that write the same queue pair: one worker polls them all. */
+struct alignas(64) StreamGroup {
+	/** The index of the worker that polls the group, -1 while it moves. */
+	std::atomic<int> owner{ -1 };
+	/** The NUMA node of the source rings last acted on (control thread). */
+	int placedNode = -1;
+};
+
+struct Worker {
+	unsigned lcore;
+	int node;
+	rte_mempool *pool = nullptr; /**< mbufs on the worker's node */
 };
 
 struct Forwarding {
 	std::vector<std::unique_ptr<Port>> ports;
-	rte_mempool *pool = nullptr;
+	std::vector<std::unique_ptr<Stream>> streams;
+	std::vector<std::unique_ptr<StreamGroup>> groups;
+	std::vector<Worker> workers;
 	unsigned burst = 32;
 	std::atomic<bool> stop{ false };
+};
+
+/** What one worker lcore is started with. */
+struct WorkerArgs {
+	Forwarding *fwd;
+	int index;
 };
 
 /** Parse "vhost-user:path=SOCK[,queues=N][,client=1]". */
@@ -118,66 +146,115 @@ Result<PortConfig> parsePort(const std::string &spec, std::string *why)
 
 int forwardLoop(void *arg)
 {
-	auto *fwd = static_cast<Forwarding *>(arg);
+	auto *args = static_cast<WorkerArgs *>(arg);
+	Forwarding *fwd = args->fwd;
+	const int me = args->index;
+	rte_mempool *pool = fwd->workers[static_cast<size_t>(me)].pool;
 	auto reader = Rcu::global().registerReader();
 	if (!reader) {
 		std::fprintf(stderr, "vub-switch: lcore %u: %s\n", rte_lcore_id(), reader.error().what);
 		return -1;
 	}
 	rte_mbuf *pkts[kMaxBurst];
-	size_t nports = fwd->ports.size();
+	const uint16_t burst = static_cast<uint16_t>(fwd->burst);
 	while (!fwd->stop.load(std::memory_order_relaxed)) {
-		for (size_t p = 0; p < nports; p++) {
-			Port &src = *fwd->ports[p];
-			Port &dst = *fwd->ports[(p + 1) % nports];
-			unsigned pairs = src.net->queuePairs();
-			for (unsigned q = 0; q < pairs; q++) {
-				uint16_t n = src.net->dequeueBurst(q, fwd->pool, pkts, static_cast<uint16_t>(fwd->burst));
-				if (n == 0)
-					continue;
-				uint64_t bytes = 0;
-				for (uint16_t i = 0; i < n; i++)
-					bytes += pkts[i]->pkt_len;
-				uint16_t sent = dst.net->enqueueBurst(q % dst.net->queuePairs(), pkts, n);
-				uint64_t sentBytes = 0;
-				for (uint16_t i = 0; i < sent; i++)
-					sentBytes += pkts[i]->pkt_len;
-				rte_pktmbuf_free_bulk(pkts, n);
-				src.counters.rxPackets += n;
-				src.counters.rxBytes += bytes;
-				dst.counters.txPackets += sent;
-				dst.counters.txBytes += sentBytes;
-				dst.counters.txDropped += n - sent;
-			}
+		for (auto &stream : fwd->streams) {
+			/* Read once per round: a move waits for this round to end (RCU). */
+			if (fwd->groups[stream->group]->owner.load(std::memory_order_acquire) != me)
+				continue;
+			const sw::StreamRoute &r = stream->route;
+			VhostNetPort &src = *fwd->ports[r.srcPort]->net;
+			VhostNetPort &dst = *fwd->ports[r.dstPort]->net;
+			uint16_t n = src.dequeueBurst(r.srcPair, pool, pkts, burst);
+			if (n == 0)
+				continue;
+			uint64_t bytes = 0;
+			for (uint16_t i = 0; i < n; i++)
+				bytes += pkts[i]->pkt_len;
+			uint16_t sent = dst.enqueueBurst(r.dstPair, pkts, n);
+			uint64_t sentBytes = 0;
+			for (uint16_t i = 0; i < sent; i++)
+				sentBytes += pkts[i]->pkt_len;
+			rte_pktmbuf_free_bulk(pkts, n);
+			stream->rxPackets += n;
+			stream->rxBytes += bytes;
+			stream->txPackets += sent;
+			stream->txBytes += sentBytes;
+			stream->txDropped += n - sent;
 		}
 		reader->quiescent();
 	}
 	return 0;
 }
 
-/**
- * Say where each started queue pair's guest memory is, next to the lcore that polls it, once
- * each time it changes: a pair polled from another NUMA node pays a remote access per packet.
- */
-void reportPlacement(Forwarding &fwd, unsigned worker)
+/** Build the io-mode streams of every port and their groups, placed round-robin. */
+void buildStreams(Forwarding &fwd)
 {
-	int workerNode = static_cast<int>(rte_lcore_to_socket_id(worker));
-	for (size_t p = 0; p < fwd.ports.size(); p++) {
-		Port &port = *fwd.ports[p];
-		for (unsigned q = 0; q < port.net->queuePairs(); q++) {
-			int node = port.net->numaNode(q);
-			if (node < 0 || node == port.reportedNode[q])
-				continue;
-			port.reportedNode[q] = node;
-			std::printf(
-				"vub-switch: port %zu queue %u: guest rings on numa node %d, polled by "
-				"lcore %u on numa node %d%s\n",
-				p, q, node, worker, workerNode,
-				node == workerNode ? ""
-						   : " (remote: give the switch an lcore on the "
-						     "guest's node)");
-			std::fflush(stdout);
+	size_t nports = fwd.ports.size();
+	std::vector<sw::StreamRoute> routes;
+	for (size_t p = 0; p < nports; p++) {
+		unsigned dstPort = static_cast<unsigned>((p + 1) % nports);
+		unsigned dstPairs = fwd.ports[dstPort]->net->queuePairs();
+		for (unsigned q = 0; q < fwd.ports[p]->net->queuePairs(); q++)
+			routes.push_back({ static_cast<unsigned>(p), q, dstPort, q % dstPairs });
+	}
+	std::vector<unsigned> groups = sw::groupStreams(routes);
+	for (size_t i = 0; i < routes.size(); i++) {
+		auto stream = std::make_unique<Stream>();
+		stream->route = routes[i];
+		stream->group = groups[i];
+		fwd.streams.push_back(std::move(stream));
+		while (fwd.groups.size() <= groups[i])
+			fwd.groups.push_back(std::make_unique<StreamGroup>());
+	}
+	for (size_t g = 0; g < fwd.groups.size(); g++)
+		fwd.groups[g]->owner.store(static_cast<int>(g % fwd.workers.size()));
+}
+
+/**
+ * Once a group's source rings have started, move it to a worker on their NUMA node when one
+ * runs there (the least loaded), and say where it is polled from; once per change.
+ */
+void placeStreams(Forwarding &fwd)
+{
+	std::vector<sw::WorkerLoad> loads;
+	for (const Worker &w : fwd.workers)
+		loads.push_back({ w.lcore, w.node, 0 });
+	for (const auto &group : fwd.groups)
+		loads[static_cast<size_t>(group->owner.load())].groups++;
+	for (size_t g = 0; g < fwd.groups.size(); g++) {
+		StreamGroup &group = *fwd.groups[g];
+		const Stream *first = nullptr;
+		for (const auto &stream : fwd.streams) {
+			if (stream->group == g) {
+				first = stream.get();
+				break;
+			}
 		}
+		const sw::StreamRoute &r = first->route;
+		int node = fwd.ports[r.srcPort]->net->numaNode(r.srcPair);
+		if (node < 0 || node == group.placedNode)
+			continue;
+		group.placedNode = node;
+		int owner = group.owner.load();
+		int pick = sw::pickWorker(loads, node);
+		if (pick >= 0 && fwd.workers[static_cast<size_t>(owner)].node != node) {
+			/* Nobody polls the group for one grace period: no burst of the old owner
+			 * runs. */
+			group.owner.store(-1);
+			Rcu::global().synchronize();
+			group.owner.store(pick);
+			loads[static_cast<size_t>(owner)].groups--;
+			loads[static_cast<size_t>(pick)].groups++;
+			owner = pick;
+		}
+		const Worker &w = fwd.workers[static_cast<size_t>(owner)];
+		std::printf(
+			"vub-switch: port %u queue %u: guest rings on numa node %d, polled by lcore %u "
+			"on numa node %d%s\n",
+			r.srcPort, r.srcPair, node, w.lcore, w.node,
+			w.node == node ? "" : " (remote: no worker lcore on the guest's node)");
+		std::fflush(stdout);
 	}
 }
 
@@ -206,6 +283,18 @@ void printStats(const Forwarding &fwd)
 {
 	for (size_t p = 0; p < fwd.ports.size(); p++) {
 		const Port &port = *fwd.ports[p];
+		uint64_t rxPackets = 0, rxBytes = 0, txPackets = 0, txBytes = 0, txDropped = 0;
+		for (const auto &stream : fwd.streams) {
+			if (stream->route.srcPort == p) {
+				rxPackets += stream->rxPackets.get();
+				rxBytes += stream->rxBytes.get();
+			}
+			if (stream->route.dstPort == p) {
+				txPackets += stream->txPackets.get();
+				txBytes += stream->txBytes.get();
+				txDropped += stream->txDropped.get();
+			}
+		}
 		uint64_t rxDropped = 0;
 		for (unsigned q = 0; q < port.net->queuePairs(); q++) {
 			auto tx = port.net->counters(q, true);
@@ -215,9 +304,7 @@ void printStats(const Forwarding &fwd)
 		std::printf("port %zu: rx-packets %" PRIu64 " rx-bytes %" PRIu64
 			    " tx-packets %" PRIu64 " tx-bytes %" PRIu64 " tx-dropped %" PRIu64
 			    " rx-dropped %" PRIu64 " features %" PRIu64 "\n",
-			    p, port.counters.rxPackets.get(), port.counters.rxBytes.get(),
-			    port.counters.txPackets.get(), port.counters.txBytes.get(),
-			    port.counters.txDropped.get(), rxDropped,
+			    p, rxPackets, rxBytes, txPackets, txBytes, txDropped, rxDropped,
 			    port.net->negotiatedFeatures());
 		for (unsigned q = 0; q < port.net->queuePairs(); q++) {
 			printQueueStats(p, q, false, port.net->counters(q, false));
@@ -313,19 +400,31 @@ int main(int argc, char **argv)
 		usage();
 		return 2;
 	}
-	unsigned worker = rte_get_next_lcore(-1, 1, 0);
-	if (worker >= RTE_MAX_LCORE) {
+	unsigned lcore;
+	RTE_LCORE_FOREACH_WORKER (lcore)
+		fwd.workers.push_back({ lcore, static_cast<int>(rte_lcore_to_socket_id(lcore)) });
+	if (fwd.workers.empty()) {
 		std::fprintf(stderr, "vub-switch: no worker lcore: give two lcores (e.g. --lcores 0@0,1@1)\n");
 		return 2;
 	}
-
-	/* The worker allocates the mbufs and writes them: its socket's memory. */
-	fwd.pool =
-		rte_pktmbuf_pool_create("vub_mbuf_pool", 16383, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
-					static_cast<int>(rte_lcore_to_socket_id(worker)));
-	if (!fwd.pool) {
-		std::fprintf(stderr, "vub-switch: mbuf pool: %s\n", rte_strerror(rte_errno));
-		return 1;
+	/* A worker allocates the mbufs and writes them: one pool per node that runs workers. */
+	std::vector<rte_mempool *> pools;
+	for (Worker &w : fwd.workers) {
+		for (rte_mempool *pool : pools) {
+			if (pool->socket_id == w.node)
+				w.pool = pool;
+		}
+		if (w.pool)
+			continue;
+		std::string name = "vub_mbufs_" + std::to_string(w.node);
+		w.pool = rte_pktmbuf_pool_create(name.c_str(), 16383, 256, 0,
+						 RTE_MBUF_DEFAULT_BUF_SIZE, w.node);
+		if (!w.pool) {
+			std::fprintf(stderr, "vub-switch: mbuf pool on node %d: %s\n", w.node,
+				     rte_strerror(rte_errno));
+			return 1;
+		}
+		pools.push_back(w.pool);
 	}
 	auto loop = EventLoop::create();
 	if (!loop) {
@@ -337,9 +436,8 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < configs.size(); i++) {
 		auto port = std::make_unique<Port>();
 		port->config = configs[i];
-		port->net = std::make_shared<VhostNetPort>(
-			configs[i].queues, static_cast<int>(rte_lcore_to_socket_id(worker)));
-		port->reportedNode.assign(port->net->queuePairs(), -1);
+		/* Its queues' state where the first worker runs; a guest elsewhere is reported. */
+		port->net = std::make_shared<VhostNetPort>(configs[i].queues, fwd.workers[0].node);
 		DaemonOptions options;
 		options.controlLoop = loop->get();
 		options.polling = true;
@@ -390,17 +488,28 @@ int main(int argc, char **argv)
 	};
 	if (statsPeriod)
 		control.addTimer(std::chrono::seconds(statsPeriod), tick);
+	buildStreams(fwd);
 	std::function<void()> placement = [&] {
-		reportPlacement(fwd, worker);
+		placeStreams(fwd);
 		control.addTimer(std::chrono::seconds(1), placement);
 	};
 	control.addTimer(std::chrono::seconds(1), placement);
 
-	if (rte_eal_remote_launch(forwardLoop, &fwd, worker) != 0) {
-		std::fprintf(stderr, "vub-switch: cannot launch lcore %u\n", worker);
-		return 1;
+	std::vector<WorkerArgs> args;
+	for (size_t w = 0; w < fwd.workers.size(); w++)
+		args.push_back({ &fwd, static_cast<int>(w) });
+	std::string lcores;
+	for (size_t w = 0; w < fwd.workers.size(); w++) {
+		if (rte_eal_remote_launch(forwardLoop, &args[w], fwd.workers[w].lcore) != 0) {
+			std::fprintf(stderr, "vub-switch: cannot launch lcore %u\n",
+				     fwd.workers[w].lcore);
+			fwd.stop.store(true);
+			rte_eal_mp_wait_lcore();
+			return 1;
+		}
+		lcores += (lcores.empty() ? "" : ",") + std::to_string(fwd.workers[w].lcore);
 	}
-	std::printf("vub-switch: forwarding started on lcore %u\n", worker);
+	std::printf("vub-switch: forwarding started on lcore %s\n", lcores.c_str());
 	std::fflush(stdout);
 
 	control.run();
@@ -410,7 +519,8 @@ int main(int argc, char **argv)
 	printStats(fwd);
 	fwd.ports.clear();
 	loop->reset();
-	rte_mempool_free(fwd.pool);
+	for (rte_mempool *pool : pools)
+		rte_mempool_free(pool);
 	rte_eal_cleanup();
 	return 0;
 }

@@ -398,6 +398,8 @@ struct LoopbackCase {
 	bool packedVq = false;
 	bool hugepages = true;
 	unsigned queues = 1;
+	/** Worker lcores of the switch, all on the CPU its first one uses. */
+	unsigned workers = 1;
 	/** `set txpkts` argument; empty = testpmd's default (64 bytes). */
 	std::string txpkts;
 	/** The frame size \a txpkts makes, for the byte counts. */
@@ -467,7 +469,9 @@ void runLoopback(const LoopbackCase &c, std::optional<LoopbackResult> &result)
 	swOptions.socketPath = socket;
 	swOptions.queues = c.queues;
 	swOptions.hugepages = c.hugepages;
-	swOptions.lcores = "0@" + b + ",1@" + a;
+	swOptions.lcores = "0@" + b;
+	for (unsigned w = 1; w <= c.workers; w++)
+		swOptions.lcores += "," + std::to_string(w) + "@" + a;
 	std::unique_ptr<SwitchUnderTest> sw =
 		peer->kind == Peer::Kind::VubSwitch
 			? VubSwitch::start(peer->binary, swOptions, dir.file("switch.log"), &error)
@@ -710,6 +714,22 @@ INSTANTIATE_TEST_SUITE_P(Sizes, SwitchLoopbackFrames,
 				 return std::string(std::get<0>(info.param).name) +
 					(std::get<1>(info.param) ? "Packed" : "Split");
 			 });
+
+/* ---- 3. Several workers ---- */
+
+TEST(SwitchLoopbackWorkers, TwoWorkersEachPollAQueuePair)
+{
+	/* Both workers share a CPU here: this checks who polls what, not speed. */
+	LoopbackCase c;
+	c.queues = 2;
+	c.workers = 2;
+	c.hugepages = hugepagesUsable();
+	std::optional<LoopbackResult> result;
+	runLoopback(c, result);
+	if (::testing::Test::HasFatalFailure() || ::testing::Test::IsSkipped())
+		return;
+	expectConservation(c, *result);
+}
 
 } /* namespace */
 } /* namespace vub::test */
