@@ -155,6 +155,7 @@ uint64_t VhostNetPort::features() const
 	       virtio::bit(virtio::kFRingPacked) | virtio::bit(virtio::kFInOrder) |
 	       virtio::bit(virtio::kNetFMq) | virtio::bit(virtio::kVhostUserFProtocolFeatures) |
 	       virtio::bit(virtio::kNetFCtrlVq) | virtio::bit(virtio::kNetFGuestAnnounce) |
+	       virtio::bit(virtio::kNetFMtu) |
 	       offloadFeatures();
 }
 
