@@ -349,9 +349,15 @@ Result<void> VhostUserHandler::connectClient(const std::string &path)
 	if (listener_ || !clientPath_.empty())
 		return Error{ EBUSY, "daemon already started" };
 	auto socket = connectUnixSocket(path);
-	if (!socket)
+	if (!socket && !(options_.reconnect && options_.waitForServer))
 		return socket.error();
 	clientPath_ = path;
+	if (!socket) {
+		VUB_LOG(Daemon, Info, "%s: %s: %s; retrying", name_.c_str(), path.c_str(),
+			std::strerror(socket.error().code));
+		scheduleReconnect();
+		return {};
+	}
 	attach(std::move(*socket));
 	return {};
 }

@@ -401,6 +401,37 @@ TEST_F(SampleBackendTest, ClientModeReconnectsAfterTheFrontendLeaves)
 	unlink(serverPath.c_str());
 }
 
+TEST_F(SampleBackendTest, ClientModeWaitsForAFrontendThatIsNotListeningYet)
+{
+	std::string serverPath = path_ + ".later";
+	unlink(serverPath.c_str());
+	DaemonOptions waiting;
+	waiting.waitForServer = true;
+	waiting.reconnectMaxMs = 200;
+	auto client = VhostUserDaemon::create<VringRwLock>("e2e-wait", backend_, nullptr, waiting);
+	ASSERT_TRUE(client);
+	ASSERT_TRUE((*client)->startClient(serverPath)) << "no socket yet must not be an error";
+	std::this_thread::sleep_for(std::chrono::milliseconds(300));
+	UniqueFd listenFd = TestFrontend::listenUnix(serverPath);
+	ASSERT_TRUE(listenFd.isValid());
+	frontend_ = TestFrontend::accept(listenFd.get(), 5000);
+	ASSERT_TRUE(frontend_) << "the back-end did not connect once the socket appeared";
+	ASSERT_TRUE(frontend_->negotiateDpdk(options()));
+	postReadable(1, 2, 16, SampleBackend::kFnvOffset);
+	frontend_->kick(1);
+	ASSERT_TRUE(waitUsed(1, 2));
+	unlink(serverPath.c_str());
+}
+
+TEST_F(SampleBackendTest, ClientModeWithoutWaitingFailsWhenNobodyListens)
+{
+	std::string serverPath = path_ + ".none";
+	unlink(serverPath.c_str());
+	auto client = VhostUserDaemon::create<VringRwLock>("e2e-nowait", backend_);
+	ASSERT_TRUE(client);
+	EXPECT_FALSE((*client)->startClient(serverPath));
+}
+
 TEST_F(SampleBackendTest, InbandNotificationsUseTheBackendChannel)
 {
 	connect();

@@ -131,6 +131,11 @@ struct DaemonOptions {
 	unsigned reconnectMinMs = 100;
 	unsigned reconnectMaxMs = 2000;
 	/**
+	 * \brief Client mode: when the front-end's socket is not there yet, keep trying (with
+	 * the same back-off) instead of failing startClient(), as OVS's dpdkvhostuserclient does.
+	 */
+	bool waitForServer = false;
+	/**
 	 * \brief Polling mode: each queuesPerThread() entry is a VringPoller thread calling
 	 * VhostUserBackend::pollQueue instead of an epoll worker; vrings must be VringPolled.
 	 */
@@ -176,7 +181,10 @@ public:
 
 	/** \brief Serve connections accepted on \a listener (server mode), one at a time. */
 	Result<void> start(Listener &listener);
-	/** \brief Connect to a front-end's socket (client mode). \return the first connect error. */
+	/**
+	 * \brief Connect to a front-end's socket (client mode). \return the first connect error,
+	 * unless DaemonOptions::waitForServer, which keeps retrying in the background.
+	 */
 	Result<void> startClient(const std::string &socketPath);
 	/** \brief Block until stop() is called. */
 	Result<void> wait();
