@@ -291,6 +291,21 @@ int VhostNetPort::numaNode(unsigned pair) const
 	return q.ring.vring ? q.ring.vring->peek().numaNode() : -1;
 }
 
+bool VhostNetPort::started(unsigned pair) const
+{
+	const Queue &q = *queues_[2 * pair + 1];
+	return q.ring.vring && q.ring.vring->peek().isStarted();
+}
+
+bool VhostNetPort::rxReady(unsigned pair) const
+{
+	const Queue &q = *queues_[2 * pair];
+	if (!q.ring.vring)
+		return false;
+	const VringState &state = q.ring.vring->peek();
+	return state.isStarted() && state.isEnabled();
+}
+
 NetQueueCounters VhostNetPort::counters(unsigned pair, bool guestTx) const
 {
 	const Queue &q = *queues_[2 * pair + (guestTx ? 1 : 0)];
@@ -419,9 +434,11 @@ uint16_t VhostNetPort::enqueueBurst(unsigned pair, rte_mbuf *const *pkts, uint16
 {
 	Queue &q = *queues_[2 * pair];
 	VringState *state = q.ring.acquire();
-	/* A started but disabled RX ring gets nothing. */
-	if (!state || !state->isEnabled())
+	/* A stopped or disabled RX ring gets nothing: the guest gave no buffer for it. */
+	if (!state || !state->isEnabled()) [[unlikely]] {
+		q.stats.dropNoBuffer += n;
 		return 0;
+	}
 	if (state->isPacked())
 		return enqueue(q, *state, state->getPackedQueue(), pkts, n);
 	return enqueue(q, *state, state->getQueue(), pkts, n);

@@ -107,6 +107,10 @@ public:
 	 * started), -1 when unknown or not started. Any thread.
 	 */
 	int numaNode(unsigned pair) const;
+	/** \brief Whether the guest has started pair \a pair's TX ring (control thread). */
+	bool started(unsigned pair) const;
+	/** \brief Whether pair \a pair's RX ring takes packets: started and enabled (control). */
+	bool rxReady(unsigned pair) const;
 	/** \brief The virtio features the front-end acked last (0 before SET_FEATURES). */
 	uint64_t negotiatedFeatures() const { return features_.load(std::memory_order_relaxed); }
 
@@ -117,7 +121,8 @@ public:
 	uint16_t dequeueBurst(unsigned pair, rte_mempool *pool, rte_mbuf **pkts, uint16_t n);
 	/**
 	 * \brief Copy up to \a n packets into the guest's RX buffers of pair \a pair.
-	 * \return how many the guest got, in order; the caller still owns (and frees) all \a n.
+	 * \return how many the guest got, in order; the others are counted as drops by reason
+	 * (dropNoBuffer while the ring is stopped or disabled). The caller still owns all \a n.
 	 */
 	uint16_t enqueueBurst(unsigned pair, rte_mbuf *const *pkts, uint16_t n);
 
