@@ -220,17 +220,19 @@ std::string Cli::macTable() const
 		       port ? port->config.name.c_str() : "-",
 		       now - e.lastSeen.load(std::memory_order_relaxed));
 	});
-	uint64_t floods = 0, hairpins = 0, overflows = 0;
+	uint64_t floods = 0, hairpins = 0, overflows = 0, runts = 0;
 	for (const auto &w : sw_.workers()) {
 		floods += w->floods.get();
 		hairpins += w->hairpinDrops.get();
 		overflows += w->learnOverflows.get();
+		runts += w->runts.get();
 	}
 	append(out,
 	       "%zu of %zu entries, aging %u s; flooded %" PRIu64 ", hairpin drops %" PRIu64
-	       ", moves %" PRIu64 ", table full %" PRIu64 ", learn overflows %" PRIu64 "\n",
+	       ", moves %" PRIu64 ", table full %" PRIu64 ", learn overflows %" PRIu64
+	       ", runts %" PRIu64 "\n",
 	       mac.current()->size(), mac.current()->maxEntries(), mac.agingS(), floods, hairpins,
-	       mac.moves(), mac.fullDrops(), overflows);
+	       mac.moves(), mac.fullDrops(), overflows, runts);
 	return out;
 }
 

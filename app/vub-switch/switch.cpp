@@ -796,7 +796,7 @@ void Switch::forward(Worker &w)
 				for (uint16_t i = 0; i < n; i++) {
 					rte_mbuf *m = pkts[i];
 					if (rte_pktmbuf_data_len(m) < 14) [[unlikely]] {
-						w.hairpinDrops++;
+						w.runts++;
 						rte_pktmbuf_free(m);
 						continue;
 					}
@@ -857,7 +857,7 @@ void Switch::forward(Worker &w)
 					}
 					w.floods++;
 					if (copies > 1)
-						rte_mbuf_refcnt_update(
+						rte_pktmbuf_refcnt_update(
 							m, static_cast<int16_t>(copies - 1));
 					for (unsigned p = 0; p < plan->portCount; p++) {
 						if (!plan->ports[p] || p == in)

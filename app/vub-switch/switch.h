@@ -106,6 +106,7 @@ struct alignas(64) Worker {
 	Counter hairpinDrops;	      /**< l2switch: the destination is the port it came from */
 	Counter floods;		      /**< l2switch: packets sent to every other port */
 	Counter learnOverflows;	      /**< learn events lost to a full queue */
+	Counter runts;		      /**< l2switch: frames shorter than an Ethernet header */
 	LearnQueue learn;
 	/* Worker-private below. */
 	uint32_t txFirstSeen = 0;
