@@ -7,6 +7,7 @@
 #   VUB_BUILD_DIR          build directory (default: <repo>/build)
 #   VUB_MESON_SETUP_ARGS   extra arguments for the first `meson setup` (e.g. -Db_sanitize=address)
 #   VUB_NR_HUGEPAGES       2 MiB hugepages to reserve (default: 1024)
+#   VUB_BUILD_JOBS         parallel jobs for ninja (default: ninja's own, CPUs + 2)
 
 VUB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 VUB_BUILD_DIR=${VUB_BUILD_DIR:-$VUB_ROOT/build}
@@ -23,6 +24,11 @@ VUB_DEB_PACKAGES=(
 	dpdk dpdk-dev libdpdk-dev
 	python3 clang-format clang-tidy
 )
+
+# Packages only some tools use, installed when that tool needs them (vub_install_packages):
+# hwloc's lstopo for `vub-setup layout`.
+# shellcheck disable=SC2034 # used by the scripts that source this file
+VUB_DEB_TOOL_PACKAGES=(hwloc)
 
 # Print the calling script's header comment (its usage), without the SPDX and shellcheck lines.
 vub_usage()
@@ -47,24 +53,26 @@ vub_is_root()
 	[[ $(id -u) -eq 0 ]]
 }
 
-# Print the packages of VUB_DEB_PACKAGES that are not installed, one a line.
+# Print the packages of VUB_DEB_PACKAGES (or of the arguments) that are not installed, one a line.
 vub_missing_packages()
 {
 	local pkg status
-	for pkg in "${VUB_DEB_PACKAGES[@]}"; do
+	local -a pkgs=("$@")
+	[[ $# -gt 0 ]] || pkgs=("${VUB_DEB_PACKAGES[@]}")
+	for pkg in "${pkgs[@]}"; do
 		status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null) || status=
 		[[ $status == "install ok installed" ]] || echo "$pkg"
 	done
 }
 
-# Install the missing packages. Touches apt only when something is missing; as a user other
-# than root, prints the command to run and fails.
-vub_install_deps()
+# Install those of the given packages that are missing. Touches apt only when something is
+# missing; as a user other than root, prints the command to run and fails.
+vub_install_packages()
 {
 	command -v dpkg-query >/dev/null 2>&1 ||
-		vub_die "dpkg-query not found: vub's tools expect Debian 12 (install: ${VUB_DEB_PACKAGES[*]})"
+		vub_die "dpkg-query not found: vub's tools expect Debian 12 (install: $*)"
 	local missing
-	mapfile -t missing < <(vub_missing_packages)
+	mapfile -t missing < <(vub_missing_packages "$@")
 	if [[ ${#missing[@]} -eq 0 ]]; then
 		return 0
 	fi
@@ -79,6 +87,12 @@ vub_install_deps()
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 }
 
+# Install the missing packages of VUB_DEB_PACKAGES (see vub_install_packages).
+vub_install_deps()
+{
+	vub_install_packages "${VUB_DEB_PACKAGES[@]}"
+}
+
 # Configure VUB_BUILD_DIR if it is not (meson setup), then build it (ninja).
 vub_build()
 {
@@ -91,7 +105,7 @@ vub_build()
 		vub_log "${setup[*]}"
 		"${setup[@]}" || return 1
 	fi
-	ninja -C "$VUB_BUILD_DIR"
+	ninja -C "$VUB_BUILD_DIR" ${VUB_BUILD_JOBS:+-j "$VUB_BUILD_JOBS"}
 }
 
 # Free 2 MiB hugepages now (0 when there is no pool).
@@ -174,4 +188,81 @@ vub_runtime_dir()
 	mkdir -p -m 0700 "$dir" || return 1
 	[[ -O $dir ]] || vub_die "$dir belongs to another user"
 	echo "$dir"
+}
+
+# Expand a kernel CPU list ("0-3,8,10-11") into one CPU number a line.
+vub_expand_cpu_list()
+{
+	local part
+	local -a parts
+	IFS=, read -ra parts <<<"$1"
+	for part in "${parts[@]}"; do
+		[[ -n $part ]] || continue
+		if [[ $part == *-* ]]; then
+			seq "${part%-*}" "${part#*-}"
+		else
+			echo "$part"
+		fi
+	done
+}
+
+# The CPUs this script may run on (its affinity, a cgroup's cpuset included), one a line.
+vub_allowed_cpus()
+{
+	local list
+	list=$(awk '/^Cpus_allowed_list:/ { print $2 }' /proc/self/status 2>/dev/null) || list=
+	[[ -n $list ]] || list=$(cat /sys/devices/system/cpu/online 2>/dev/null) || list=0
+	vub_expand_cpu_list "$list"
+}
+
+# The hardware threads sharing a core with CPU $1 (itself included), one a line.
+vub_cpu_siblings()
+{
+	local f=/sys/devices/system/cpu/cpu$1/topology/thread_siblings_list
+	if [[ -r $f ]]; then
+		vub_expand_cpu_list "$(cat "$f")"
+	else
+		echo "$1"
+	fi
+}
+
+# The NUMA node of CPU $1 (0 when the kernel shows none).
+vub_cpu_node()
+{
+	local node
+	for node in /sys/devices/system/cpu/cpu"$1"/node[0-9]*; do
+		[[ -e $node ]] && {
+			echo "${node##*/node}"
+			return 0
+		}
+	done
+	echo 0
+}
+
+# Print the inode of the listening unix socket bound to path $1, from /proc/net/unix (so
+# nothing connects to it); return 1 when none listens there.
+vub_socket_listener()
+{
+	# Flags 00010000: __SO_ACCEPTCON, a listening socket. The path is the last field.
+	awk -v path="$1" 'NR > 1 && $4 == "00010000" && $NF == path { print $7; found = 1; exit }
+		END { exit !found }' /proc/net/unix 2>/dev/null
+}
+
+# Print "PID COMMAND" of the processes holding socket inode $1, one a line.
+vub_socket_owners()
+{
+	local fd pid
+	# find fails on the processes that end while it runs: what it found still counts.
+	{ find /proc/[0-9]*/fd -maxdepth 1 -lname "socket:\\[$1\\]" 2>/dev/null || true; } |
+		while read -r fd; do
+			pid=${fd#/proc/}
+			pid=${pid%%/*}
+			echo "$pid $(cat "/proc/$pid/comm" 2>/dev/null)"
+		done | sort -u
+}
+
+# Return 0 when DPDK can take $1 2 MiB hugepages now: hugetlbfs mounted and that many free.
+vub_hugepages_usable()
+{
+	vub_hugetlbfs_mounted && (($(vub_free_hugepages) >= $1))
 }
