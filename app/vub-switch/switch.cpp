@@ -160,6 +160,7 @@ Result<std::unique_ptr<Switch>> Switch::create(const SwitchConfig &config, Event
 	sw->macTable_.store(sw->mac_.current());
 	sw->pausedPlan_.rxqs.resize(sw->workers_.size());
 	sw->pausedPlan_.tx.resize(sw->workers_.size());
+	sw->pausedPlan_.places.resize(kMaxPorts);
 	sw->startTsc_ = rte_rdtsc();
 	for (size_t i = 0; i < config.ports.size(); i++) {
 		if (i >= kMaxPorts) {
