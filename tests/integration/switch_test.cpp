@@ -35,6 +35,7 @@
 
 #include <gtest/gtest.h>
 
+#include "log_dump.h"
 #include "process.h"
 #include "testpmd.h"
 
@@ -57,35 +58,6 @@ constexpr int kSettleTimeoutMs = 15000;
 constexpr const char *kMac1 = "02:00:00:00:00:01";
 constexpr const char *kMac2 = "02:00:00:00:00:02";
 constexpr const char *kMac3 = "02:00:00:00:00:03";
-
-/** Prints the tails of the logs when the test failed (meson shows them with the failure). */
-class LogDump
-{
-public:
-	LogDump() = default;
-	LogDump(const LogDump &) = delete;
-	LogDump &operator=(const LogDump &) = delete;
-	~LogDump()
-	{
-		if (!::testing::Test::HasFailure())
-			return;
-		for (const auto &[name, path] : logs_) {
-			std::ifstream file(path);
-			std::stringstream text;
-			text << file.rdbuf();
-			std::fprintf(stderr, "---- last lines of %s (%s) ----\n%s\n", name.c_str(),
-				     path.c_str(), tail(text.str(), 60).c_str());
-		}
-	}
-
-	void add(std::string name, std::string logPath)
-	{
-		logs_.emplace_back(std::move(name), std::move(logPath));
-	}
-
-private:
-	std::vector<std::pair<std::string, std::string>> logs_;
-};
 
 /** One line of the switch's exit summary. */
 struct ExitPortStats {

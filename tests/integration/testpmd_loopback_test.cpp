@@ -38,6 +38,7 @@
 
 #include <gtest/gtest.h>
 
+#include "log_dump.h"
 #include "process.h"
 #include "testpmd.h"
 
@@ -161,35 +162,6 @@ TEST(TestpmdOutput, ParsesPortRatesAndXstats)
 	EXPECT_EQ(xstats[0].count("tx_q0_good_packets"), 0u);
 	EXPECT_EQ(xstats[1]["tx_q0_good_packets"], 7u);
 }
-
-/** Prints the tails of the logs when the test failed (meson shows them with the failure). */
-class LogDump
-{
-public:
-	LogDump() = default;
-	LogDump(const LogDump &) = delete;
-	LogDump &operator=(const LogDump &) = delete;
-	~LogDump()
-	{
-		if (!::testing::Test::HasFailure())
-			return;
-		for (const auto &[name, path] : logs_) {
-			std::ifstream file(path);
-			std::stringstream text;
-			text << file.rdbuf();
-			std::fprintf(stderr, "---- last lines of %s (%s) ----\n%s\n", name.c_str(),
-				     path.c_str(), tail(text.str(), 60).c_str());
-		}
-	}
-
-	void add(std::string name, std::string logPath)
-	{
-		logs_.emplace_back(std::move(name), std::move(logPath));
-	}
-
-private:
-	std::vector<std::pair<std::string, std::string>> logs_;
-};
 
 /** What the switch (or the stand-in) is started with. */
 struct SwitchOptions {

@@ -25,6 +25,7 @@
 
 #include <gtest/gtest.h>
 
+#include "log_dump.h"
 #include "process.h"
 #include "testpmd.h"
 
@@ -62,34 +63,6 @@ TEST(SampleStatsParser, ReadsEveryQueueLine)
 	EXPECT_EQ(stats[1]["bytes"], 4827520u);
 	EXPECT_EQ(stats[1]["kicks"], 7u);
 }
-
-/**
- * Prints the tails of the logs when the test failed: meson shows them with the failure. Reads
- * the files, so it may outlive the processes (not the TempDir holding the logs).
- */
-class LogDump
-{
-public:
-	void add(const char *name, const std::string &logPath)
-	{
-		logs_.emplace_back(name, logPath);
-	}
-	~LogDump()
-	{
-		if (!::testing::Test::HasFailure())
-			return;
-		for (const auto &[name, path] : logs_) {
-			std::ifstream file(path);
-			std::stringstream text;
-			text << file.rdbuf();
-			std::fprintf(stderr, "---- last lines of %s (%s) ----\n%s\n", name,
-				     path.c_str(), tail(text.str(), 60).c_str());
-		}
-	}
-
-private:
-	std::vector<std::pair<const char *, std::string>> logs_;
-};
 
 /** How long testpmd transmits. */
 constexpr auto kTxDuration = std::chrono::seconds(2);
