@@ -188,13 +188,16 @@ std::string Cli::rxqs() const
 		for (const PlanRxq &r : plan.rxqs[w->index]) {
 			uint64_t packets = r.counters->packets.get();
 			uint64_t cycles = r.counters->busyCycles.get();
+			uint64_t bursts = r.counters->bursts.get();
 			const RxqPlace &place = plan.places[r.port->id][r.queue];
 			append(out,
 			       "  port %s (%u) queue %u: numa node %d%s, packets %" PRIu64
-			       ", cycles/packet %.1f, %.1f%% of the lcore\n",
+			       ", packets/burst %.1f, cycles/packet %.1f, %.1f%% of the lcore\n",
 			       r.port->config.name.c_str(), r.port->id, r.queue,
 			       r.port->port->numaNode(r.queue), place.remote ? " (remote)" : "",
 			       packets,
+			       bursts ? static_cast<double>(packets) / static_cast<double>(bursts)
+				      : 0.0,
 			       packets ? static_cast<double>(cycles) / static_cast<double>(packets)
 				       : 0.0,
 			       total ? 100.0 * static_cast<double>(cycles) /

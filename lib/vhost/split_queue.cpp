@@ -90,6 +90,7 @@ void SplitQueue::reset()
 	untranslate();
 	descQva_ = availQva_ = usedQva_ = 0;
 	lastAvailIdx_ = 0;
+	availIdxSeen_ = 0;
 	usedIdx_ = 0;
 	signalledUsed_ = 0;
 	signalledUsedValid_ = false;
@@ -106,22 +107,29 @@ SplitQueue::PopStatus SplitQueue::refuse(ChainError error)
 	return PopStatus::BadChain;
 }
 
-SplitQueue::PopStatus SplitQueue::pop(const GuestMemory &mem, std::span<DescBuffer> storage,
-				      DescriptorChain &chain)
+SplitQueue::PopStatus SplitQueue::popSlow(const GuestMemory &mem, std::span<DescBuffer> storage,
+					  DescriptorChain &chain)
 {
 	if (!ready_ || !desc_ || broken_)
 		return PopStatus::Empty;
-	uint16_t availIdx = std::atomic_ref<uint16_t>(avail_->idx).load(std::memory_order_acquire);
-	uint16_t pending = static_cast<uint16_t>(availIdx - lastAvailIdx_);
-	if (pending == 0) {
-		stats_.emptyPolls++;
-		return PopStatus::Empty;
-	}
-	if (pending > size_) {
-		VUB_LOG(Vring, Error, "guest moved avail index from %u to %u (size %u): queue broken",
-			lastAvailIdx_, availIdx, size_);
-		broken_ = true;
-		return PopStatus::Broken;
+	uint16_t pending = static_cast<uint16_t>(availIdxSeen_ - lastAvailIdx_);
+	if (pending == 0 || pending > size_) {
+		/* The acquire orders the ring entries below the index after it. */
+		uint16_t availIdx =
+			std::atomic_ref<uint16_t>(avail_->idx).load(std::memory_order_acquire);
+		pending = static_cast<uint16_t>(availIdx - lastAvailIdx_);
+		if (pending == 0) {
+			stats_.emptyPolls++;
+			return PopStatus::Empty;
+		}
+		if (pending > size_) {
+			VUB_LOG(Vring, Error,
+				"guest moved avail index from %u to %u (size %u): queue broken",
+				lastAvailIdx_, availIdx, size_);
+			broken_ = true;
+			return PopStatus::Broken;
+		}
+		availIdxSeen_ = availIdx;
 	}
 	uint16_t head = std::atomic_ref<uint16_t>(availRing()[lastAvailIdx_ & (size_ - 1)])
 				.load(std::memory_order_relaxed);

@@ -37,6 +37,22 @@ bool copyChainToMbuf(const DescriptorChain &chain, uint32_t skip, uint32_t len, 
 	rte_mbuf *seg = head;
 	uint8_t *dst = rte_pktmbuf_mtod(seg, uint8_t *);
 	uint32_t room = rte_pktmbuf_tailroom(seg);
+	/*
+	 * The usual frame: its bytes in one piece, after the header in the same piece (DPDK's
+	 * virtio pushes it there) or in the piece before; one copy into one segment.
+	 */
+	const DescBuffer *piece = chain.buffers;
+	uint32_t from = skip;
+	if (chain.bufferCount > 1 && piece->len == skip) {
+		piece++;
+		from = 0;
+	}
+	if (!piece->writable && piece->len >= from + len && len <= room) [[likely]] {
+		rte_memcpy(dst, piece->hva + from, len);
+		head->data_len = static_cast<uint16_t>(len);
+		head->pkt_len = len;
+		return true;
+	}
 	uint32_t used = 0;
 	for (const DescBuffer &piece : chain.pieces()) {
 		if (piece.writable)
@@ -410,7 +426,8 @@ uint16_t VhostNetPort::dequeue(Queue &q, VringState &state, Ring &ring, rte_memp
 		}
 		rte_mbuf *m = pkts[got];
 		bool copied = copyChainToMbuf(chain, header, len, m, pool);
-		bool offloaded = copied && guestHeaderToMbuf(hdr, m);
+		bool offloaded =
+			copied && ((hdr.flags | hdr.gsoType) == 0 || guestHeaderToMbuf(hdr, m));
 		if (!offloaded) {
 			(copied ? q.stats.dropBadOffload : q.stats.dropNoMbuf)++;
 			/* The mbuf is reused for the next packet: back to a fresh one. */
@@ -528,9 +545,19 @@ uint16_t VhostNetPort::enqueue(Queue &q, VringState &state, Ring &ring, rte_mbuf
 			ring.rewindAvail(start);
 			return !mergeable && chains == 1 ? Placed::TooBig : Placed::NoBuffer;
 		}
-		PieceWriter writer{ q.storage, q.storage + pieces };
 		virtio::NetHeader hdr = fields;
 		hdr.numBuffers = static_cast<uint16_t>(chains);
+		if (q.storage[0].len >= need && prefixBytes == 0 && m->data_len >= off + len)
+			[[likely]] {
+			/* The usual frame: one buffer takes it whole, from one segment. */
+			uint8_t *dst = q.storage[0].hva;
+			std::memcpy(dst, &hdr, header);
+			rte_memcpy(dst + header, rte_pktmbuf_mtod_offset(m, const uint8_t *, off),
+				   len);
+			putUsed(ring, heads[0], descCounts[0], need);
+			return Placed::Ok;
+		}
+		PieceWriter writer{ q.storage, q.storage + pieces };
 		writer.write(reinterpret_cast<const uint8_t *>(&hdr), header);
 		writer.write(frame.prefix(), prefixBytes);
 		writeMbufRange(writer, m, off, len);

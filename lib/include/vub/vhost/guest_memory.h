@@ -129,9 +129,11 @@ public:
 private:
 	const MemoryRegion *findGpa(uint64_t gpa, uint32_t *hint) const
 	{
-		/* Regions are few: a linear scan that starts at the caller's last hit. */
+		/* Regions are few: the caller's last hit first, then a linear scan. */
 		size_t n = regionList_.size();
 		size_t start = hint && *hint < n ? *hint : 0;
+		if (n != 0 && regionList_[start]->containsGpa(gpa)) [[likely]]
+			return regionList_[start];
 		for (size_t i = 0; i < n; i++) {
 			size_t k = start + i < n ? start + i : start + i - n;
 			const MemoryRegion *r = regionList_[k];

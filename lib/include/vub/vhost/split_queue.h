@@ -126,7 +126,11 @@ public:
 	bool isReady() const { return ready_; }
 	bool isBroken() const { return broken_; }
 	uint16_t nextAvail() const { return lastAvailIdx_; }
-	void setNextAvail(uint16_t idx) { lastAvailIdx_ = idx; }
+	void setNextAvail(uint16_t idx)
+	{
+		lastAvailIdx_ = idx;
+		availIdxSeen_ = idx;
+	}
 	uint16_t nextUsed() const { return usedIdx_; }
 	void setNextUsed(uint16_t idx) { usedIdx_ = idx; }
 	/** \brief The used index the guest sees (0 when not translated). */
@@ -140,7 +144,47 @@ public:
 	 * \brief Take the next available chain into \a chain, its pieces into \a storage.
 	 * \param mem the snapshot that descriptor addresses are translated in
 	 */
-	PopStatus pop(const GuestMemory &mem, std::span<DescBuffer> storage, DescriptorChain &chain);
+	PopStatus pop(const GuestMemory &mem, std::span<DescBuffer> storage, DescriptorChain &chain)
+	{
+		/*
+		 * The usual chain, inline: one direct descriptor in one region, below an avail
+		 * index already read. Anything else, every refusal included, takes popSlow().
+		 */
+		uint16_t pending = static_cast<uint16_t>(availIdxSeen_ - lastAvailIdx_);
+		if (pending != 0 && pending <= size_ && ready_ && !broken_ && desc_ &&
+		    !storage.empty()) [[likely]] {
+			uint16_t head =
+				std::atomic_ref<uint16_t>(availRing()[lastAvailIdx_ & (size_ - 1)])
+					.load(std::memory_order_relaxed);
+			if (head < size_) [[likely]] {
+				virtio::SplitDesc *d = desc_ + head;
+				uint16_t flags = std::atomic_ref<uint16_t>(d->flags).load(
+					std::memory_order_relaxed);
+				uint32_t len = std::atomic_ref<uint32_t>(d->len).load(
+					std::memory_order_relaxed);
+				uint64_t gpa = std::atomic_ref<uint64_t>(d->addr).load(
+					std::memory_order_relaxed);
+				uint8_t *hva =
+					!(flags & (virtio::kDescFNext | virtio::kDescFIndirect)) &&
+							len != 0
+						? mem.translateGpa(gpa, len, &regionHint_)
+						: nullptr;
+				if (hva) [[likely]] {
+					bool writable = (flags & writeFlag_) != 0;
+					storage[0] = DescBuffer{ hva, len, writable };
+					chain.head = head;
+					chain.bufferCount = 1;
+					chain.readableBytes = writable ? 0 : len;
+					chain.writableBytes = writable ? len : 0;
+					chain.buffers = storage.data();
+					lastAvailIdx_++;
+					stats_.chains++;
+					return PopStatus::Ok;
+				}
+			}
+		}
+		return popSlow(mem, storage, chain);
+	}
 	ChainError lastError() const { return lastError_; }
 	/**
 	 * \brief Chains the guest made available and pop() has not taken (one acquire load).
@@ -215,6 +259,9 @@ private:
 						    virtio::splitAvailEventOffset(size_));
 	}
 	PopStatus refuse(ChainError error);
+	/** \brief pop() for every chain its inline path does not take. */
+	PopStatus popSlow(const GuestMemory &mem, std::span<DescBuffer> storage,
+			  DescriptorChain &chain);
 
 	/* Hot, runtime state first. */
 	alignas(64) virtio::SplitDesc *desc_ = nullptr;
@@ -222,6 +269,11 @@ private:
 	virtio::SplitUsed *used_ = nullptr;
 	uint16_t size_ = 0;
 	uint16_t lastAvailIdx_ = 0;
+	/*
+	 * The avail index as last read: pop() reads the guest's (a cache line the guest writes)
+	 * only when it has taken every chain up to this one, so once per burst, not per chain.
+	 */
+	uint16_t availIdxSeen_ = 0;
 	uint16_t usedIdx_ = 0;
 	uint16_t signalledUsed_ = 0;
 	bool signalledUsedValid_ = false;
