@@ -204,8 +204,8 @@ ChainError PackedQueue::takeDesc(const GuestMemory &mem, const PackedDesc &d, bo
 	return ChainError::None;
 }
 
-PackedQueue::PopStatus PackedQueue::pop(const GuestMemory &mem, std::span<DescBuffer> storage,
-					DescriptorChain &chain)
+PackedQueue::PopStatus PackedQueue::popSlow(const GuestMemory &mem, std::span<DescBuffer> storage,
+					    DescriptorChain &chain)
 {
 	if (!ready_ || !desc_ || broken_)
 		return PopStatus::Empty;

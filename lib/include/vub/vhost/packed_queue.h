@@ -135,8 +135,53 @@ public:
 	 * BadChain the chain is consumed: the avail position moves by lastDescCount().
 	 * \param mem the snapshot that descriptor addresses are translated in
 	 */
-	PopStatus pop(const GuestMemory &mem, std::span<DescBuffer> storage,
-		      DescriptorChain &chain);
+	PopStatus pop(const GuestMemory &mem, std::span<DescBuffer> storage, DescriptorChain &chain)
+	{
+		/*
+		 * The usual chain, inline: one available direct descriptor in one region, with
+		 * room in the ring. Anything else, every refusal included, takes popSlow().
+		 */
+		if (ready_ && desc_ && !broken_ && !storage.empty()) [[likely]] {
+			virtio::PackedDesc *p = desc_ + lastAvailIdx_;
+			uint16_t flags =
+				std::atomic_ref<uint16_t>(p->flags).load(std::memory_order_acquire);
+			uint16_t inFlight =
+				availWrap_ == usedWrap_
+					? static_cast<uint16_t>(lastAvailIdx_ - usedIdx_)
+					: static_cast<uint16_t>(lastAvailIdx_ + size_ - usedIdx_);
+			if (virtio::packedDescIsAvail(flags, availWrap_) &&
+			    !(flags & (virtio::kPackedDescFNext | virtio::kPackedDescFIndirect)) &&
+			    inFlight < size_) [[likely]] {
+				uint32_t len = std::atomic_ref<uint32_t>(p->len).load(
+					std::memory_order_relaxed);
+				uint64_t gpa = std::atomic_ref<uint64_t>(p->addr).load(
+					std::memory_order_relaxed);
+				uint16_t id = std::atomic_ref<uint16_t>(p->id).load(
+					std::memory_order_relaxed);
+				uint8_t *hva = len != 0 && id < size_
+						       ? mem.translateGpa(gpa, len, &regionHint_)
+						       : nullptr;
+				if (hva) [[likely]] {
+					bool writable = (flags & writeFlag_) != 0;
+					storage[0] = DescBuffer{ hva, len, writable };
+					chain.head = id;
+					chain.descCount = 1;
+					chain.bufferCount = 1;
+					chain.readableBytes = writable ? 0 : len;
+					chain.writableBytes = writable ? len : 0;
+					chain.buffers = storage.data();
+					lastDescCount_ = 1;
+					if (++lastAvailIdx_ == size_) {
+						lastAvailIdx_ = 0;
+						availWrap_ = !availWrap_;
+					}
+					stats_.chains++;
+					return PopStatus::Ok;
+				}
+			}
+		}
+		return popSlow(mem, storage, chain);
+	}
 	ChainError lastError() const { return lastError_; }
 	/**
 	 * \brief Descriptors the driver made available from the next avail position on, at most
@@ -226,6 +271,9 @@ public:
 private:
 	PopStatus refuse(ChainError error);
 	PopStatus breakRing(const char *why, uint32_t value);
+	/** \brief pop() for every chain its inline path does not take. */
+	PopStatus popSlow(const GuestMemory &mem, std::span<DescBuffer> storage,
+			  DescriptorChain &chain);
 	ChainError takeDesc(const GuestMemory &mem, const virtio::PackedDesc &d, bool alone,
 			    std::span<DescBuffer> storage, DescriptorChain &chain);
 

@@ -194,9 +194,13 @@ public:
 	{
 		if (!ready_ || !avail_ || broken_)
 			return 0;
-		uint16_t n = static_cast<uint16_t>(
-			std::atomic_ref<uint16_t>(avail_->idx).load(std::memory_order_acquire) - lastAvailIdx_);
-		return n > size_ ? size_ : n;
+		uint16_t idx =
+			std::atomic_ref<uint16_t>(avail_->idx).load(std::memory_order_acquire);
+		uint16_t n = static_cast<uint16_t>(idx - lastAvailIdx_);
+		if (n > size_)
+			return size_;
+		availIdxSeen_ = idx; /* pop() needs no second read */
+		return n;
 	}
 	/** \brief Where pop() reads next, for rewindAvail(). */
 	uint32_t availPosition() const { return lastAvailIdx_; }
@@ -273,7 +277,7 @@ private:
 	 * The avail index as last read: pop() reads the guest's (a cache line the guest writes)
 	 * only when it has taken every chain up to this one, so once per burst, not per chain.
 	 */
-	uint16_t availIdxSeen_ = 0;
+	mutable uint16_t availIdxSeen_ = 0;
 	uint16_t usedIdx_ = 0;
 	uint16_t signalledUsed_ = 0;
 	bool signalledUsedValid_ = false;
