@@ -26,9 +26,11 @@ VUB_DEB_PACKAGES=(
 )
 
 # Packages only some tools use, installed when that tool needs them (vub_install_packages):
-# hwloc's lstopo for `vub-setup layout`.
+# hwloc's lstopo for `vub-setup layout`; gnuplot (without X) for vub-perf's chart.
 # shellcheck disable=SC2034 # used by the scripts that source this file
 VUB_DEB_TOOL_PACKAGES=(hwloc)
+# shellcheck disable=SC2034
+VUB_DEB_PERF_PACKAGES=(gnuplot-nox)
 
 # Print the calling script's header comment (its usage), without the SPDX and shellcheck lines.
 vub_usage()
