@@ -27,6 +27,19 @@ using vhost::VringState;
 namespace {
 
 /**
+ * Copy a packet's bytes. DPDK's rte_memcpy is built for Debian's baseline (-march=corei7,
+ * 16-byte moves); glibc's memcpy picks the CPU's widest moves at run time, which takes half
+ * the instructions or fewer for a full-size frame.
+ */
+inline void copyBytes(uint8_t *dst, const uint8_t *src, uint32_t len)
+{
+	if (len <= 256)
+		rte_memcpy(dst, src, len);
+	else
+		std::memcpy(dst, src, len);
+}
+
+/**
  * Copy \a len bytes of a chain's device-readable pieces, after skipping the first \a skip
  * (the virtio-net header, which may itself span pieces), into \a head, chaining segments from
  * \a pool as needed. \return false when a segment could not be allocated.
@@ -48,7 +61,7 @@ bool copyChainToMbuf(const DescriptorChain &chain, uint32_t skip, uint32_t len, 
 		from = 0;
 	}
 	if (!piece->writable && piece->len >= from + len && len <= room) [[likely]] {
-		rte_memcpy(dst, piece->hva + from, len);
+		copyBytes(dst, piece->hva + from, len);
 		head->data_len = static_cast<uint16_t>(len);
 		head->pkt_len = len;
 		return true;
@@ -77,7 +90,7 @@ bool copyChainToMbuf(const DescriptorChain &chain, uint32_t skip, uint32_t len, 
 				used = 0;
 			}
 			uint32_t k = std::min(piece.len - off, room - used);
-			rte_memcpy(dst + used, piece.hva + off, k);
+			copyBytes(dst + used, piece.hva + off, k);
 			used += k;
 			off += k;
 		}
@@ -97,7 +110,7 @@ struct PieceWriter {
 	{
 		while (len > 0 && piece != end) {
 			uint32_t k = std::min(len, piece->len - off);
-			rte_memcpy(piece->hva + off, src, k);
+			copyBytes(piece->hva + off, src, k);
 			src += k;
 			len -= k;
 			off += k;
@@ -552,8 +565,8 @@ uint16_t VhostNetPort::enqueue(Queue &q, VringState &state, Ring &ring, rte_mbuf
 			/* The usual frame: one buffer takes it whole, from one segment. */
 			uint8_t *dst = q.storage[0].hva;
 			std::memcpy(dst, &hdr, header);
-			rte_memcpy(dst + header, rte_pktmbuf_mtod_offset(m, const uint8_t *, off),
-				   len);
+			copyBytes(dst + header, rte_pktmbuf_mtod_offset(m, const uint8_t *, off),
+				  len);
 			putUsed(ring, heads[0], descCounts[0], need);
 			return Placed::Ok;
 		}
