@@ -59,43 +59,6 @@ constexpr const char *kMac1 = "02:00:00:00:00:01";
 constexpr const char *kMac2 = "02:00:00:00:00:02";
 constexpr const char *kMac3 = "02:00:00:00:00:03";
 
-/** One line of the switch's exit summary. */
-struct ExitPortStats {
-	uint64_t rxPackets = 0;
-	uint64_t txPackets = 0;
-	uint64_t txDropped = 0;
-	uint64_t rxDropped = 0;
-};
-
-/** The "port P: rx-packets N ... rx-dropped N [features N]" lines printed on exit, by port. */
-std::map<unsigned, ExitPortStats> parseExitStats(const std::string &text)
-{
-	static const std::regex kLine("(?:^|\n)port ([0-9]+):((?: [a-z-]+ [0-9]+)+)");
-	static const std::regex kPair(" ([a-z-]+) ([0-9]+)");
-	std::map<unsigned, ExitPortStats> out;
-	for (auto it = std::sregex_iterator(text.begin(), text.end(), kLine);
-	     it != std::sregex_iterator(); ++it) {
-		std::map<std::string, uint64_t> c;
-		std::string pairs = (*it)[2].str();
-		for (auto p = std::sregex_iterator(pairs.begin(), pairs.end(), kPair);
-		     p != std::sregex_iterator(); ++p)
-			c[(*p)[1].str()] = std::stoull((*p)[2].str());
-		bool complete = true;
-		for (const char *key : { "rx-packets", "rx-bytes", "tx-packets", "tx-bytes",
-					 "tx-dropped", "rx-dropped" })
-			complete = complete && c.count(key);
-		if (!complete)
-			continue;
-		out[static_cast<unsigned>(std::stoul((*it)[1].str()))] = ExitPortStats{
-			c["rx-packets"],
-			c["tx-packets"],
-			c["tx-dropped"],
-			c["rx-dropped"],
-		};
-	}
-	return out;
-}
-
 /** One port of `show port info all`. */
 struct PortInfo {
 	std::string name;
@@ -144,9 +107,9 @@ TEST(SwitchCliOutput, ParsesPortInfoAndExitLines)
 	EXPECT_EQ(info[1].name, "port1");
 	EXPECT_TRUE(info[1].linkUp);
 
-	auto stats = parseExitStats("Bye...\n\nport 0: rx-packets 5 rx-bytes 320 tx-packets 4 "
-				    "tx-bytes 256 tx-dropped 1 rx-dropped 2 features 7\nport 1: "
-				    "rx-packets 3\n");
+	auto stats = parseSwitchStats("Bye...\n\nport 0: rx-packets 5 rx-bytes 320 tx-packets 4 "
+				      "tx-bytes 256 tx-dropped 1 rx-dropped 2 features 7\nport 1: "
+				      "rx-packets 3\n");
 	ASSERT_EQ(stats.size(), 1u);
 	EXPECT_EQ(stats[0].rxPackets, 5u);
 	EXPECT_EQ(stats[0].txPackets, 4u);
@@ -289,17 +252,7 @@ public:
 	 */
 	std::optional<std::string> command(std::string_view line, int timeoutMs = 10000)
 	{
-		const std::string &out = process_->output();
-		size_t last = out.rfind(kPrompt);
-		if (last == std::string::npos)
-			return std::nullopt;
-		size_t from = last + kPrompt.size();
-		if (!process_->writeStdin(std::string(line) + "\n", timeoutMs))
-			return std::nullopt;
-		auto next = process_->waitForOutput(kPrompt, timeoutMs, from);
-		if (!next)
-			return std::nullopt;
-		return process_->output().substr(from, next->end - kPrompt.size() - from);
+		return commandAtPrompt(*process_, kPrompt, line, timeoutMs);
 	}
 
 	/** \brief `show port stats all`, by port. */
@@ -334,7 +287,7 @@ public:
 	 * \param[out] exitStats The exit summary lines, by port.
 	 * \return How it ended; std::nullopt when even SIGKILL did not reap it.
 	 */
-	std::optional<ExitStatus> quit(std::map<unsigned, ExitPortStats> *exitStats,
+	std::optional<ExitStatus> quit(std::map<unsigned, SwitchPortStats> *exitStats,
 				       int timeoutMs = 20000)
 	{
 		if (process_->running()) {
@@ -343,7 +296,7 @@ public:
 				process_->terminate(SIGTERM, 5000);
 		}
 		if (exitStats)
-			*exitStats = parseExitStats(process_->output());
+			*exitStats = parseSwitchStats(process_->output());
 		return process_->exitStatus();
 	}
 
@@ -686,7 +639,7 @@ TEST(Switch, L2SwitchFloodsUnknownDestinationsThenLearns)
 	ASSERT_TRUE(table);
 	EXPECT_EQ(table->flooded, floodedBefore) << "a known unicast destination was flooded";
 
-	std::map<unsigned, ExitPortStats> exitStats;
+	std::map<unsigned, SwitchPortStats> exitStats;
 	auto status = sw->quit(&exitStats);
 	ASSERT_TRUE(status && status->success())
 		<< "vub-switch on quit: " << (status ? status->toString() : "still running");
@@ -774,7 +727,7 @@ TEST(Switch, EthdevRingPortIsSwitchedWithAVhostUserPort)
 					       "tx_first burst in flight\n"
 					    << describe(*stats);
 
-	std::map<unsigned, ExitPortStats> exitStats;
+	std::map<unsigned, SwitchPortStats> exitStats;
 	auto status = sw->quit(&exitStats);
 	ASSERT_TRUE(status && status->success())
 		<< "vub-switch on quit: " << (status ? status->toString() : "still running");
@@ -884,7 +837,7 @@ TEST(Switch, KilledClientReconnectsWhileOtherPortsForward)
 
 	ASSERT_TRUE(a->stopForwarding());
 	ASSERT_TRUE(sw->process().running()) << "vub-switch is gone";
-	std::map<unsigned, ExitPortStats> exitStats;
+	std::map<unsigned, SwitchPortStats> exitStats;
 	auto status = sw->quit(&exitStats);
 	ASSERT_TRUE(status && status->success())
 		<< "vub-switch on quit: " << (status ? status->toString() : "still running");
@@ -1075,7 +1028,7 @@ TEST(Switch, PortsAreAddedAndRemovedAtRunTime)
 		<< "port 0 did not receive what A sent after the port changes\n"
 		<< describe(*stats);
 
-	std::map<unsigned, ExitPortStats> exitStats;
+	std::map<unsigned, SwitchPortStats> exitStats;
 	auto status = sw->quit(&exitStats);
 	ASSERT_TRUE(status && status->success())
 		<< "vub-switch on quit: " << (status ? status->toString() : "still running");

@@ -438,22 +438,11 @@ bool Testpmd::waitForPrompt(int timeoutMs)
 
 std::optional<std::string> Testpmd::command(std::string_view line, int timeoutMs)
 {
-	/* The reply is everything between the prompt the command was typed at and the next one. */
-	const std::string &out = process_->output();
-	size_t last = out.rfind(kPrompt);
-	if (last == std::string::npos)
-		return std::nullopt;
-	size_t from = last + kPrompt.size();
-	if (!process_->writeStdin(std::string(line) + "\n", timeoutMs))
-		return std::nullopt;
-	auto next = process_->waitForOutput(kPrompt, timeoutMs, from);
-	if (!next)
-		return std::nullopt;
-	std::string reply = process_->output().substr(from, next->end - kPrompt.size() - from);
+	auto reply = commandAtPrompt(*process_, kPrompt, line, timeoutMs);
 	/* The echoed command line. */
-	if (reply.compare(0, line.size(), line) == 0) {
-		size_t nl = reply.find('\n');
-		reply.erase(0, nl == std::string::npos ? reply.size() : nl + 1);
+	if (reply && reply->compare(0, line.size(), line) == 0) {
+		size_t nl = reply->find('\n');
+		reply->erase(0, nl == std::string::npos ? reply->size() : nl + 1);
 	}
 	return reply;
 }
@@ -506,6 +495,52 @@ std::optional<ExitStatus> Testpmd::quit(int timeoutMs)
 			return process_->terminate(SIGTERM, 5000);
 	}
 	return process_->exitStatus();
+}
+
+std::optional<std::string> commandAtPrompt(Process &process, std::string_view prompt,
+					   std::string_view line, int timeoutMs)
+{
+	/* The reply is everything between the prompt the command was typed at and the next one. */
+	const std::string &out = process.output();
+	size_t last = out.rfind(prompt);
+	if (last == std::string::npos)
+		return std::nullopt;
+	size_t from = last + prompt.size();
+	if (!process.writeStdin(std::string(line) + "\n", timeoutMs))
+		return std::nullopt;
+	auto next = process.waitForOutput(prompt, timeoutMs, from);
+	if (!next)
+		return std::nullopt;
+	return process.output().substr(from, next->end - prompt.size() - from);
+}
+
+std::map<unsigned, SwitchPortStats> parseSwitchStats(const std::string &text)
+{
+	static const std::regex kLine("(?:^|\n)port ([0-9]+):((?: [a-z-]+ [0-9]+)+)");
+	static const std::regex kPair(" ([a-z-]+) ([0-9]+)");
+	std::map<unsigned, SwitchPortStats> out;
+	for (auto it = std::sregex_iterator(text.begin(), text.end(), kLine);
+	     it != std::sregex_iterator(); ++it) {
+		std::map<std::string, uint64_t> c;
+		std::string pairs = (*it)[2].str();
+		for (auto p = std::sregex_iterator(pairs.begin(), pairs.end(), kPair);
+		     p != std::sregex_iterator(); ++p)
+			c[(*p)[1].str()] = std::stoull((*p)[2].str());
+		bool complete = true;
+		for (const char *key : { "rx-packets", "rx-bytes", "tx-packets", "tx-bytes",
+					 "tx-dropped", "rx-dropped" })
+			complete = complete && c.count(key);
+		if (!complete)
+			continue;
+		SwitchPortStats stats{
+			c["rx-packets"], c["rx-bytes"],	  c["tx-packets"], c["tx-bytes"],
+			c["tx-dropped"], c["rx-dropped"], std::nullopt,
+		};
+		if (c.count("features"))
+			stats.features = c["features"];
+		out[static_cast<unsigned>(std::stoul((*it)[1].str()))] = stats;
+	}
+	return out;
 }
 
 } /* namespace vub::test */

@@ -149,6 +149,33 @@ std::map<unsigned, std::map<std::string, uint64_t>> parsePortXstats(std::string_
  * starts (a back-end): Testpmd::start() removes the runtime directories of such prefixes
  * whose pid is gone.
  */
+/** One port of the switch, from its exit lines (or from the stand-in's statistics). */
+struct SwitchPortStats {
+	uint64_t rxPackets = 0;
+	uint64_t rxBytes = 0;
+	uint64_t txPackets = 0;
+	uint64_t txBytes = 0;
+	uint64_t txDropped = 0;
+	uint64_t rxDropped = 0;
+	/** The virtio features the port negotiated, when it says (vub-switch does). */
+	std::optional<uint64_t> features;
+};
+
+/**
+ * The "port P: rx-packets N rx-bytes N tx-packets N tx-bytes N tx-dropped N rx-dropped N"
+ * lines vub-switch prints on SIGTERM, by port. Other "key N" pairs on the line are ignored; a
+ * line missing one of the six is left out, so that the test reports it.
+ */
+std::map<unsigned, SwitchPortStats> parseSwitchStats(const std::string &text);
+
+/**
+ * \brief Type \a line at the prompt \a prompt of \a process and wait for the next one.
+ * \return what was printed in between (the echoed line too, if the program echoes), or
+ * std::nullopt when no prompt came in \a timeoutMs or the process is gone.
+ */
+std::optional<std::string> commandAtPrompt(Process &process, std::string_view prompt,
+					   std::string_view line, int timeoutMs);
+
 std::string uniqueFilePrefix();
 
 /**

@@ -65,52 +65,6 @@ constexpr auto kRunTime = 1500ms;
 /** Time the switch gets, after testpmd stopped, to move what the guest left in its TX ring. */
 constexpr auto kDrainTime = 200ms;
 
-/** One port of the switch, from its exit lines (or from the stand-in's statistics). */
-struct SwitchPortStats {
-	uint64_t rxPackets = 0;
-	uint64_t rxBytes = 0;
-	uint64_t txPackets = 0;
-	uint64_t txBytes = 0;
-	uint64_t txDropped = 0;
-	uint64_t rxDropped = 0;
-	/** The virtio features the port negotiated, when it says (vub-switch does). */
-	std::optional<uint64_t> features;
-};
-
-/**
- * The "port P: rx-packets N rx-bytes N tx-packets N tx-bytes N tx-dropped N rx-dropped N"
- * lines vub-switch prints on SIGTERM, by port. Other "key N" pairs on the line are ignored; a
- * line missing one of the six is left out, so that the test reports it.
- */
-std::map<unsigned, SwitchPortStats> parseSwitchStats(const std::string &text)
-{
-	static const std::regex kLine("(?:^|\n)port ([0-9]+):((?: [a-z-]+ [0-9]+)+)");
-	static const std::regex kPair(" ([a-z-]+) ([0-9]+)");
-	std::map<unsigned, SwitchPortStats> out;
-	for (auto it = std::sregex_iterator(text.begin(), text.end(), kLine);
-	     it != std::sregex_iterator(); ++it) {
-		std::map<std::string, uint64_t> c;
-		std::string pairs = (*it)[2].str();
-		for (auto p = std::sregex_iterator(pairs.begin(), pairs.end(), kPair);
-		     p != std::sregex_iterator(); ++p)
-			c[(*p)[1].str()] = std::stoull((*p)[2].str());
-		bool complete = true;
-		for (const char *key : { "rx-packets", "rx-bytes", "tx-packets", "tx-bytes",
-					 "tx-dropped", "rx-dropped" })
-			complete = complete && c.count(key);
-		if (!complete)
-			continue;
-		SwitchPortStats stats{
-			c["rx-packets"], c["rx-bytes"],	  c["tx-packets"], c["tx-bytes"],
-			c["tx-dropped"], c["rx-dropped"], std::nullopt,
-		};
-		if (c.count("features"))
-			stats.features = c["features"];
-		out[static_cast<unsigned>(std::stoul((*it)[1].str()))] = stats;
-	}
-	return out;
-}
-
 TEST(SwitchStatsParser, ReadsEveryPortLine)
 {
 	auto stats = parseSwitchStats(
