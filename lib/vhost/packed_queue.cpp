@@ -49,7 +49,7 @@ Result<void> PackedQueue::setSize(uint32_t size)
 		usedWrap_ = true;
 	}
 	signalledUsedValid_ = false;
-	batchPending_ = false;
+	shadowCount_ = 0;
 	untranslate();
 	return {};
 }
@@ -63,14 +63,14 @@ Result<void> PackedQueue::setAddresses(uint64_t descQva, uint64_t driverEventQva
 	descQva_ = descQva;
 	driverEventQva_ = driverEventQva;
 	deviceEventQva_ = deviceEventQva;
-	batchPending_ = false;
+	shadowCount_ = 0;
 	untranslate();
 	return {};
 }
 
 Result<void> PackedQueue::translate(const GuestMemory &mem)
 {
-	/* A pending used batch survives: it is an index, valid in the new mapping too. */
+	/* Chains given back and not yet written survive: publishUsed() writes them there. */
 	untranslate();
 	if (size_ == 0)
 		return Error{ EINVAL, "queue size not set" };
@@ -127,7 +127,7 @@ Result<void> PackedQueue::setBase(uint32_t base)
 	usedIdx_ = used;
 	usedWrap_ = usedWrap;
 	signalledUsedValid_ = false;
-	batchPending_ = false;
+	shadowCount_ = 0;
 	return {};
 }
 
@@ -141,9 +141,7 @@ void PackedQueue::reset()
 	usedWrap_ = true;
 	signalledUsed_ = 0;
 	signalledUsedValid_ = false;
-	batchPending_ = false;
-	batchHeadIdx_ = 0;
-	batchHeadFlags_ = 0;
+	shadowCount_ = 0;
 	lastDescCount_ = 0;
 	ready_ = false;
 	broken_ = false;
@@ -269,6 +267,62 @@ PackedQueue::PopStatus PackedQueue::popSlow(const GuestMemory &mem, std::span<De
 		return refuse(error);
 	stats_.chains++;
 	return PopStatus::Ok;
+}
+
+void PackedQueue::publishUsed()
+{
+	if (shadowCount_ == 0 || !desc_)
+		return; /* untranslated: kept for the ring's next mapping */
+	uint16_t idx = shadowIdx_;
+	bool wrap = shadowWrap_;
+	uint16_t headFlags = 0;
+	for (uint16_t i = 0; i < shadowCount_; i++) {
+		const UsedEntry &e = shadow_[i];
+		PackedDesc *d = desc_ + idx;
+		uint16_t flags = wrap ? virtio::kPackedDescFAvail | virtio::kPackedDescFUsed : 0;
+		if (e.len > 0)
+			flags |= virtio::kPackedDescFWrite;
+		std::atomic_ref<uint16_t>(d->id).store(e.id, std::memory_order_relaxed);
+		std::atomic_ref<uint32_t>(d->len).store(e.len, std::memory_order_relaxed);
+		if (i == 0)
+			headFlags = flags;
+		else
+			std::atomic_ref<uint16_t>(d->flags).store(flags, std::memory_order_release);
+		uint32_t next = uint32_t{ idx } + e.descCount;
+		if (next >= size_) {
+			next -= size_;
+			wrap = !wrap;
+		}
+		idx = static_cast<uint16_t>(next);
+	}
+	std::atomic_ref<uint16_t>(desc_[shadowIdx_].flags)
+		.store(headFlags, std::memory_order_release);
+	shadowCount_ = 0;
+}
+
+void PackedQueue::prefetchBuffers(const GuestMemory &mem, uint16_t n, bool write)
+{
+	if (!ready_ || !desc_ || broken_)
+		return;
+	uint16_t idx = lastAvailIdx_;
+	bool wrap = availWrap_;
+	uint16_t room = static_cast<uint16_t>(size_ - inFlight());
+	for (uint16_t i = 0; i < n && i < room; i++) {
+		PackedDesc *d = desc_ + idx;
+		uint16_t flags = loadFlags(d);
+		if (!virtio::packedDescIsAvail(flags, wrap))
+			return;
+		if (!(flags & virtio::kPackedDescFIndirect))
+			prefetchBuffer(
+				mem,
+				std::atomic_ref<uint64_t>(d->addr).load(std::memory_order_relaxed),
+				std::atomic_ref<uint32_t>(d->len).load(std::memory_order_relaxed),
+				write, &regionHint_);
+		if (++idx == size_) {
+			idx = 0;
+			wrap = !wrap;
+		}
+	}
 }
 
 uint16_t PackedQueue::available(uint16_t max) const

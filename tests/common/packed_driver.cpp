@@ -81,6 +81,7 @@ void PackedDriver::reset()
 	std::memset(driverEvent(), 0, sizeof(PackedEventSuppress));
 	std::memset(deviceEvent(), 0, sizeof(PackedEventSuppress));
 	freeIds_.clear();
+	postedIds_.clear();
 	for (uint16_t i = num_; i > 0; i--) {
 		ids_[i - 1].inFlight = false;
 		ids_[i - 1].count = 0;
@@ -158,6 +159,7 @@ int PackedDriver::addChain(std::span<const BufferSpec> bufs)
 	uint16_t count = static_cast<uint16_t>(bufs.size());
 	ids_[id].inFlight = true;
 	ids_[id].count = count;
+	postedIds_.push_back(id);
 	numFree_ = static_cast<uint16_t>(numFree_ - count);
 	numAdded_ = static_cast<uint16_t>(numAdded_ + count);
 	availIdx_ = idx;
@@ -199,6 +201,7 @@ int PackedDriver::addIndirectChain(std::span<const BufferSpec> bufs)
 		     static_cast<uint16_t>(availFlags(availWrap_) | virtio::kPackedDescFIndirect));
 	s.inFlight = true;
 	s.count = 1;
+	postedIds_.push_back(id);
 	numFree_--;
 	numAdded_++;
 	advance(availIdx_, availWrap_, 1);
@@ -282,13 +285,21 @@ std::vector<PackedUsedElem> PackedDriver::collectUsed()
 			usedBroken_ = true;
 			break;
 		}
-		out.push_back(PackedUsedElem{ id, len });
-		IdState &s = ids_[id];
-		advance(usedIdx_, usedWrap_, s.count);
-		numFree_ = static_cast<uint16_t>(numFree_ + s.count);
-		s.inFlight = false;
-		s.count = 0;
-		freeIds_.push_back(id);
+		usedDescsRead_++;
+		/* In order: every chain posted before id comes back with it. */
+		for (;;) {
+			uint16_t next = inOrder_ ? postedIds_.front() : id;
+			out.push_back(PackedUsedElem{ next, next == id ? len : 0 });
+			IdState &s = ids_[next];
+			advance(usedIdx_, usedWrap_, s.count);
+			numFree_ = static_cast<uint16_t>(numFree_ + s.count);
+			s.inFlight = false;
+			s.count = 0;
+			freeIds_.push_back(next);
+			std::erase(postedIds_, next);
+			if (next == id)
+				break;
+		}
 	}
 	return out;
 }

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <span>
 #include <vector>
 
@@ -116,6 +117,15 @@ public:
 	 */
 	std::vector<PackedUsedElem> collectUsed();
 	uint64_t badUsedIds() const { return badUsedIds_; }
+	/**
+	 * \brief Collect as a driver that negotiated IN_ORDER (DPDK's virtio
+	 * virtio_xmit_cleanup_inorder_packed): a used descriptor returns every chain in flight up
+	 * to and including its id, in the order they were posted; the ones before it are
+	 * returned with length 0.
+	 */
+	void setInOrder(bool inOrder) { inOrder_ = inOrder; }
+	/** \brief Used descriptors collectUsed() read (fewer than chains with IN_ORDER). */
+	uint64_t usedDescsRead() const { return usedDescsRead_; }
 
 	/**
 	 * \brief Forget every chain and zero the ring and event areas (a driver reset). The
@@ -153,6 +163,7 @@ private:
 
 	std::vector<IdState> ids_;
 	std::vector<uint16_t> freeIds_; /**< a stack */
+	std::deque<uint16_t> postedIds_; /**< ids in flight, in the order posted */
 	uint16_t numFree_ = 0;
 	uint16_t availIdx_ = 0;
 	bool availWrap_ = true;
@@ -160,7 +171,9 @@ private:
 	bool usedWrap_ = true;
 	uint16_t numAdded_ = 0; /**< descriptors posted since the last needsKick() */
 	bool usedBroken_ = false;
+	bool inOrder_ = false;
 	uint64_t badUsedIds_ = 0;
+	uint64_t usedDescsRead_ = 0;
 };
 
 } /* namespace vub::test */

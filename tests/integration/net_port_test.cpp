@@ -342,6 +342,31 @@ TEST_P(NetPortTest, ChainsNoLongerThanTheHeaderAreDropped)
 	EXPECT_EQ(usedLens(1).size(), 2u) << "both chains go back to the guest";
 }
 
+TEST_P(NetPortTest, InOrderTxBurstComesBackWhole)
+{
+	negotiate(true, virtio::bit(virtio::kFInOrder));
+	/* A packed ring's burst comes back in one used descriptor, which an in-order driver reads
+	 * as every chain up to its id; a split ring's in one used entry a chain. */
+	if (GetParam())
+		frontend_->packedQueue(1).setInOrder(true);
+	rte_mbuf *pkts[4];
+	for (uint8_t round = 0; round < 3; round++) {
+		for (uint8_t i = 0; i < 4; i++)
+			guestSend(pattern(60, static_cast<uint8_t>(round * 4 + i)),
+				  5); /* 2 descs */
+		ASSERT_EQ(dequeue(pkts, 4), 4);
+		for (uint8_t i = 0; i < 4; i++) {
+			EXPECT_EQ(flatten(pkts[i]),
+				  pattern(60, static_cast<uint8_t>(round * 4 + i)));
+			rte_pktmbuf_free(pkts[i]);
+		}
+		EXPECT_EQ(usedLens(1).size(), 4u) << "round " << int(round);
+		if (GetParam()) {
+			EXPECT_EQ(frontend_->packedQueue(1).usedDescsRead(), round + 1u);
+			EXPECT_EQ(frontend_->packedQueue(1).inFlight(), 0u);
+		}
+	}
+}
 /** The port writes \a payload into the guest's RX buffers; returns what the guest sees. */
 struct Received {
 	virtio::NetHeader header;
@@ -428,6 +453,57 @@ TEST_P(NetPortRxTest, MergeableFrameSpansBuffersWithNumBuffers)
 	EXPECT_EQ(r.header.numBuffers, 3u);
 	EXPECT_EQ(r.header.flags, 0u);
 	EXPECT_EQ(r.data, payload);
+}
+
+TEST_P(NetPortRxTest, BurstOfMoreBuffersThanTheUsedBatchComesBackWhole)
+{
+	/*
+	 * Four frames of 38 buffers each in one burst: more used descriptors than a packed ring
+	 * holds back (128). The guest must still see each frame's buffers used together.
+	 */
+	negotiate(true);
+	constexpr unsigned kFrames = 4;
+	auto gpas = postRx(160, 160);
+	std::vector<uint8_t> payloads[kFrames];
+	rte_mbuf *pkts[kFrames];
+	for (unsigned i = 0; i < kFrames; i++) {
+		payloads[i] = pattern(6000, static_cast<uint8_t>(i));
+		pkts[i] = rte_pktmbuf_alloc(EalEnvironment::pool);
+		ASSERT_TRUE(pkts[i]);
+		/* 6000 bytes: a chain of 1000-byte segments. */
+		rte_mbuf *seg = pkts[i];
+		for (size_t off = 0; off < 6000; off += 1000) {
+			if (off > 0) {
+				seg->next = rte_pktmbuf_alloc(EalEnvironment::pool);
+				ASSERT_TRUE(seg->next);
+				seg = seg->next;
+				pkts[i]->nb_segs++;
+			}
+			std::memcpy(rte_pktmbuf_mtod(seg, uint8_t *), payloads[i].data() + off,
+				    1000);
+			seg->data_len = 1000;
+		}
+		pkts[i]->pkt_len = 6000;
+	}
+	reader_->online();
+	EXPECT_EQ(port_->enqueueBurst(0, pkts, kFrames), kFrames);
+	reader_->offline();
+	rte_pktmbuf_free_bulk(pkts, kFrames);
+
+	auto used = usedLens(0);
+	ASSERT_EQ(used.size(), 38u * kFrames) << "(12 + 6000) / 160 bytes: 38 buffers a frame";
+	for (unsigned f = 0; f < kFrames; f++) {
+		std::vector<uint8_t> data;
+		for (size_t i = 38 * f; i < 38 * (f + 1u); i++) {
+			const uint8_t *p = mem_->hostPtr(gpas[i]);
+			data.insert(data.end(), p, p + used[i]);
+		}
+		virtio::NetHeader header;
+		std::memcpy(&header, data.data(), 12);
+		EXPECT_EQ(header.numBuffers, 38u) << "frame " << f;
+		EXPECT_EQ(std::vector<uint8_t>(data.begin() + 12, data.end()), payloads[f])
+			<< "frame " << f;
+	}
 }
 
 TEST_P(NetPortRxTest, WithoutMergeableOneBufferPerFrame)

@@ -174,6 +174,7 @@ private:
 	std::atomic<bool> rarpPending_{ false };
 	std::atomic<uint32_t> headerBytes_{ 12 };
 	std::atomic<bool> mergeable_{ false };
+	std::atomic<bool> inOrder_{ false };
 	std::atomic<bool> guestTxOffloads_{ false }; /**< CSUM: the guest may ask for offloads */
 	std::atomic<uint8_t> guestRxOffloads_{ 0 };  /**< GUEST_CSUM, GUEST_TSO4, GUEST_TSO6 bits */
 	std::atomic<uint16_t> mtu_{ 1500 };

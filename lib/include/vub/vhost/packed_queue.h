@@ -188,6 +188,13 @@ public:
 	 * \a max: an upper bound of the chains pop() would return (a chain may take several).
 	 */
 	uint16_t available(uint16_t max) const;
+	/**
+	 * \brief Start loading the first bytes of the next \a n available descriptors' buffers
+	 * (to write them when \a write), so that the misses of a burst overlap instead of
+	 * coming one a packet. Reads descriptors and changes nothing: pop() reads and validates
+	 * them again.
+	 */
+	void prefetchBuffers(const GuestMemory &mem, uint16_t n, bool write);
 	/** \brief Where pop() reads next (index and wrap counter), for rewindAvail(). */
 	uint32_t availPosition() const
 	{
@@ -206,30 +213,29 @@ public:
 	uint16_t lastDescCount() const { return lastDescCount_; }
 
 	/**
-	 * \brief Write the used descriptor (\a id, \a len) at the used position and move that
+	 * \brief Give back the chain (\a id, \a len) at the used position and move that
 	 * position by \a descCount (1..size), flipping the used wrap counter at the ring end.
 	 *
-	 * The flags of the first descriptor of a batch are held back until publishUsed(): until
-	 * then the driver sees none of the batch. \a len is flagged (VIRTQ_DESC_F_WRITE) when > 0.
+	 * Nothing reaches the ring until publishUsed(): the used descriptors of a burst are
+	 * written together, the first one's flags last, so the driver (which may be polling that
+	 * cache line) sees the batch whole and the line changes hands once, not once a chain.
+	 * \a len is flagged (VIRTQ_DESC_F_WRITE) when > 0. With IN_ORDER, one call may give back
+	 * several chains: the last one's \a id and their \a descCount together.
 	 */
 	void addUsed(uint16_t id, uint32_t len, uint16_t descCount)
 	{
 		/* Our own caller's count, taken from lastDescCount(): not guest input. */
 		VUB_ASSERT(descCount >= 1 && descCount <= size_);
-		virtio::PackedDesc *d = desc_ + usedIdx_;
-		uint16_t flags =
-			usedWrap_ ? virtio::kPackedDescFAvail | virtio::kPackedDescFUsed : 0;
-		if (len > 0)
-			flags |= virtio::kPackedDescFWrite;
-		std::atomic_ref<uint16_t>(d->id).store(id, std::memory_order_relaxed);
-		std::atomic_ref<uint32_t>(d->len).store(len, std::memory_order_relaxed);
-		if (batchPending_) {
-			std::atomic_ref<uint16_t>(d->flags).store(flags, std::memory_order_release);
-		} else {
-			batchPending_ = true;
-			batchHeadIdx_ = usedIdx_;
-			batchHeadFlags_ = flags;
+		if (shadowCount_ == kUsedBatchMax) [[unlikely]] {
+			publishUsed();
+			/* A chain comes only from a translated ring: publishUsed() emptied it. */
+			VUB_CHECK(shadowCount_ == 0);
 		}
+		if (shadowCount_ == 0) {
+			shadowIdx_ = usedIdx_;
+			shadowWrap_ = usedWrap_;
+		}
+		shadow_[shadowCount_++] = UsedEntry{ id, descCount, len };
 		uint32_t next = uint32_t{ usedIdx_ } + descCount;
 		if (next >= size_) {
 			next -= size_;
@@ -237,16 +243,18 @@ public:
 		}
 		usedIdx_ = static_cast<uint16_t>(next);
 	}
-	/** \brief Make every addUsed() so far visible: one release store of the batch's first
-	 * flags. */
-	void publishUsed()
-	{
-		if (!batchPending_ || !desc_)
-			return; /* untranslated: kept for the ring's next mapping */
-		batchPending_ = false;
-		std::atomic_ref<uint16_t>(desc_[batchHeadIdx_].flags)
-			.store(batchHeadFlags_, std::memory_order_release);
-	}
+	/** \brief Write every addUsed() so far to the ring: the first one's flags last, with a
+	 * release store. */
+	void publishUsed();
+	/**
+	 * \brief The most addUsed() calls held back before one publishes them itself. A caller
+	 * whose driver must see several chains at once (a merged RX frame's buffers: DPDK's
+	 * virtio drops a frame whose buffers are not all used yet) publishes before a group that
+	 * might not fit.
+	 */
+	static constexpr uint16_t kUsedBatchMax = 128;
+	/** \brief addUsed() calls not yet published. */
+	uint16_t usedPending() const { return shadowCount_; }
 
 	/**
 	 * \brief Should the guest be notified of the used descriptors published since the last
@@ -285,12 +293,13 @@ private:
 	uint16_t lastAvailIdx_ = 0;
 	uint16_t usedIdx_ = 0;
 	uint16_t signalledUsed_ = 0;
-	uint16_t batchHeadIdx_ = 0;
-	uint16_t batchHeadFlags_ = 0;
 	uint16_t lastDescCount_ = 0;
+	/** Where the first entry of shadow_ goes, and its wrap counter. */
+	uint16_t shadowIdx_ = 0;
+	uint16_t shadowCount_ = 0;
 	bool availWrap_ = true;
 	bool usedWrap_ = true;
-	bool batchPending_ = false;
+	bool shadowWrap_ = true;
 	bool signalledUsedValid_ = false;
 	bool eventIdx_ = false;
 	bool indirect_ = false;
@@ -300,6 +309,14 @@ private:
 	uint32_t regionHint_ = 0;
 	/** The flag that makes a buffer writable: 0 when the device only reads. */
 	uint16_t writeFlag_ = virtio::kPackedDescFWrite;
+
+	/** A chain given back and not yet written to the ring. */
+	struct UsedEntry {
+		uint16_t id;
+		uint16_t descCount;
+		uint32_t len;
+	};
+	UsedEntry shadow_[kUsedBatchMax];
 
 	/* Configuration. */
 	alignas(64) uint64_t descQva_ = 0;

@@ -202,6 +202,13 @@ public:
 		availIdxSeen_ = idx; /* pop() needs no second read */
 		return n;
 	}
+	/**
+	 * \brief Start loading the first bytes of the next \a n available chains' first buffers
+	 * (to write them when \a write), so that the misses of a burst overlap instead of
+	 * coming one a packet. Reads the avail index (as available()), the avail entries and
+	 * descriptors, and changes nothing: pop() reads and validates them again.
+	 */
+	void prefetchBuffers(const GuestMemory &mem, uint16_t n, bool write);
 	/** \brief Where pop() reads next, for rewindAvail(). */
 	uint32_t availPosition() const { return lastAvailIdx_; }
 	/**
