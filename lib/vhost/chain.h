@@ -48,26 +48,4 @@ inline ChainError appendDescBuffer(const GuestMemory &mem, uint64_t gpa, uint32_
 	return ChainError::None;
 }
 
-/**
- * \brief Start loading the first two cache lines of a guest buffer (a virtio-net header and
- * a short frame), for writing when \a write. Nothing outside guest memory is touched.
- */
-inline void prefetchBuffer(const GuestMemory &mem, uint64_t gpa, uint32_t len, bool write,
-			   uint32_t *regionHint)
-{
-	uint32_t span = len < 128 ? len : 128;
-	const uint8_t *hva = span != 0 ? mem.translateGpa(gpa, span, regionHint) : nullptr;
-	if (!hva)
-		return;
-	if (write) {
-		__builtin_prefetch(hva, 1);
-		if (span > 64)
-			__builtin_prefetch(hva + 64, 1);
-	} else {
-		__builtin_prefetch(hva, 0);
-		if (span > 64)
-			__builtin_prefetch(hva + 64, 0);
-	}
-}
-
 } /* namespace vub::vhost */

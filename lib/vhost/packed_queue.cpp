@@ -300,31 +300,6 @@ void PackedQueue::publishUsed()
 	shadowCount_ = 0;
 }
 
-void PackedQueue::prefetchBuffers(const GuestMemory &mem, uint16_t n, bool write)
-{
-	if (!ready_ || !desc_ || broken_)
-		return;
-	uint16_t idx = lastAvailIdx_;
-	bool wrap = availWrap_;
-	uint16_t room = static_cast<uint16_t>(size_ - inFlight());
-	for (uint16_t i = 0; i < n && i < room; i++) {
-		PackedDesc *d = desc_ + idx;
-		uint16_t flags = loadFlags(d);
-		if (!virtio::packedDescIsAvail(flags, wrap))
-			return;
-		if (!(flags & virtio::kPackedDescFIndirect))
-			prefetchBuffer(
-				mem,
-				std::atomic_ref<uint64_t>(d->addr).load(std::memory_order_relaxed),
-				std::atomic_ref<uint32_t>(d->len).load(std::memory_order_relaxed),
-				write, &regionHint_);
-		if (++idx == size_) {
-			idx = 0;
-			wrap = !wrap;
-		}
-	}
-}
-
 uint16_t PackedQueue::available(uint16_t max) const
 {
 	if (!ready_ || !desc_ || broken_)

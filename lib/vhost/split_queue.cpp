@@ -191,36 +191,6 @@ SplitQueue::PopStatus SplitQueue::popSlow(const GuestMemory &mem, std::span<Desc
 	return PopStatus::Ok;
 }
 
-void SplitQueue::prefetchBuffers(const GuestMemory &mem, uint16_t n, bool write)
-{
-	/* The avail index is read once a burst: again only when all it showed was taken. */
-	uint16_t pending = static_cast<uint16_t>(availIdxSeen_ - lastAvailIdx_);
-	if (pending == 0)
-		pending = available();
-	if (!ready_ || !desc_ || broken_ || pending > size_)
-		return;
-	if (n > pending)
-		n = pending;
-	for (uint16_t i = 0; i < n; i++) {
-		uint16_t head =
-			std::atomic_ref<uint16_t>(
-				availRing()[static_cast<uint16_t>(lastAvailIdx_ + i) & (size_ - 1)])
-				.load(std::memory_order_relaxed);
-		if (head >= size_)
-			return;
-		const virtio::SplitDesc *d = desc_ + head;
-		uint16_t flags =
-			std::atomic_ref<const uint16_t>(d->flags).load(std::memory_order_relaxed);
-		if (flags & virtio::kDescFIndirect)
-			continue;
-		prefetchBuffer(
-			mem,
-			std::atomic_ref<const uint64_t>(d->addr).load(std::memory_order_relaxed),
-			std::atomic_ref<const uint32_t>(d->len).load(std::memory_order_relaxed),
-			write, &regionHint_);
-	}
-}
-
 bool SplitQueue::needsNotification()
 {
 	/* Order the used index store before reading the guest's suppression fields. */

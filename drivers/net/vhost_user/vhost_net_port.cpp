@@ -40,6 +40,23 @@ inline void copyBytes(uint8_t *dst, const uint8_t *src, uint32_t len)
 		std::memcpy(dst, src, len);
 }
 
+/**
+ * Start loading the first two cache lines of a guest buffer (a virtio-net header and a short
+ * frame), for writing when \a write.
+ */
+inline void prefetchBytes(const DescBuffer &b, bool write)
+{
+	if (write) {
+		__builtin_prefetch(b.hva, 1);
+		if (b.len > 64)
+			__builtin_prefetch(b.hva + 64, 1);
+	} else {
+		__builtin_prefetch(b.hva, 0);
+		if (b.len > 64)
+			__builtin_prefetch(b.hva + 64, 0);
+	}
+}
+
 /** Whether \a n bytes (a virtio-net header: 10 or 12) at \a a and \a b are the same. */
 inline bool sameBytes(const uint8_t *a, const void *b, uint32_t n)
 {
@@ -423,7 +440,6 @@ uint16_t VhostNetPort::dequeue(Queue &q, VringState &state, Ring &ring, rte_memp
 		return 0;
 	}
 	const vhost::GuestMemory *mem = state.memory().memory();
-	ring.prefetchBuffers(*mem, n, false);
 	uint32_t header = headerBytes_.load(std::memory_order_relaxed);
 	bool txOffloads = guestTxOffloads_.load(std::memory_order_relaxed);
 	/*
@@ -440,11 +456,8 @@ uint16_t VhostNetPort::dequeue(Queue &q, VringState &state, Ring &ring, rte_memp
 	uint16_t got = 0;
 	uint64_t bytes = 0;
 	bool taken = false;
-	for (uint16_t i = 0; i < n; i++) {
-		DescriptorChain chain;
-		bool refused = false;
-		if (!nextChain(ring, state, *mem, q.storage, chain, &refused))
-			break;
+	/* One chain: give it back to the guest and turn it into pkts[got]. */
+	auto take = [&](const DescriptorChain &chain, bool refused) {
 		taken = true;
 		/* The guest's buffer is returned whatever becomes of the packet. */
 		if (oneUsed) {
@@ -455,11 +468,11 @@ uint16_t VhostNetPort::dequeue(Queue &q, VringState &state, Ring &ring, rte_memp
 		}
 		if (refused) {
 			q.stats.dropBadChain++;
-			continue;
+			return;
 		}
 		if (chain.readableBytes <= header) {
 			q.stats.dropTooShort++;
-			continue;
+			return;
 		}
 		uint32_t len = chain.readableBytes - header;
 		virtio::NetHeader hdr{};
@@ -468,7 +481,7 @@ uint16_t VhostNetPort::dequeue(Queue &q, VringState &state, Ring &ring, rte_memp
 		if (len >
 		    (hdr.gsoType != virtio::kNetHdrGsoNone ? kMaxGsoFrameBytes : kMaxPacketBytes)) {
 			q.stats.dropTooLong++;
-			continue;
+			return;
 		}
 		rte_mbuf *m = pkts[got];
 		bool copied = copyChainToMbuf(chain, header, len, m, pool);
@@ -479,10 +492,35 @@ uint16_t VhostNetPort::dequeue(Queue &q, VringState &state, Ring &ring, rte_memp
 			/* The mbuf is reused for the next packet: back to a fresh one. */
 			rte_pktmbuf_free(m->next);
 			rte_pktmbuf_reset(m);
-			continue;
+			return;
 		}
 		bytes += len;
 		got++;
+	};
+	for (uint16_t i = 0; i < n;) {
+		/*
+		 * The usual chains a group at a time: take them all and start loading their
+		 * bytes, then copy them, so that the group's cache misses overlap.
+		 */
+		DescriptorChain usual[kUsualGroup];
+		uint16_t group = 0;
+		uint16_t groupMax = std::min<uint16_t>(n - i, kUsualGroup);
+		while (group < groupMax && ring.popUsual(*mem, q.storage[group], usual[group])) {
+			prefetchBytes(q.storage[group], false);
+			group++;
+		}
+		for (uint16_t k = 0; k < group; k++)
+			take(usual[k], false);
+		i += group;
+		if (i == n || group == groupMax)
+			continue;
+		/* Anything else, one at a time. */
+		DescriptorChain chain;
+		bool refused = false;
+		if (!nextChain(ring, state, *mem, q.storage, chain, &refused))
+			break;
+		take(chain, refused);
+		i++;
 	}
 	if (got < n)
 		rte_pktmbuf_free_bulk(pkts + got, n - got);
@@ -531,7 +569,6 @@ uint16_t VhostNetPort::enqueue(Queue &q, VringState &state, Ring &ring, rte_mbuf
 			       uint16_t n)
 {
 	const vhost::GuestMemory *mem = state.memory().memory();
-	ring.prefetchBuffers(*mem, n, true);
 	uint32_t header = headerBytes_.load(std::memory_order_relaxed);
 	bool mergeable = mergeable_.load(std::memory_order_relaxed);
 	uint16_t sent = 0;
@@ -606,11 +643,7 @@ uint16_t VhostNetPort::enqueue(Queue &q, VringState &state, Ring &ring, rte_mbuf
 			[[likely]] {
 			/* The usual frame: one buffer takes it whole, from one segment. */
 			uint8_t *dst = q.storage[0].hva;
-			/*
-			 * The header is nearly always what the buffer holds from its last
-			 * frame: written only when it differs, its cache line is not taken
-			 * from the guest's CPU (DPDK's vhost does the same, field by field).
-			 */
+			/* Written only when it differs: see the usual frames below. */
 			if (!sameBytes(dst, &hdr, header))
 				std::memcpy(dst, &hdr, header);
 			copyBytes(dst + header, rte_pktmbuf_mtod_offset(m, const uint8_t *, off),
@@ -632,14 +665,15 @@ uint16_t VhostNetPort::enqueue(Queue &q, VringState &state, Ring &ring, rte_mbuf
 	};
 
 	static constexpr virtio::NetHeader kNoOffload{};
-	for (uint16_t i = 0; i < n; i++) {
+	/* Any frame, one at a time; false when the guest has no buffer left. */
+	auto placeAny = [&](uint16_t i) -> bool {
 		const rte_mbuf *m = pkts[i];
 		Placed placed;
 		if (!(m->ol_flags & kOffloadFlags)) {
 			/* The common case: no offload requested, nothing to rewrite. */
 			if (m->pkt_len > kMaxPacketBytes) {
 				q.stats.dropTooLong++;
-				continue;
+				return true;
 			}
 			placed = place(m, kNoOffload, 0, 0, m->pkt_len);
 		} else {
@@ -647,11 +681,11 @@ uint16_t VhostNetPort::enqueue(Queue &q, VringState &state, Ring &ring, rte_mbuf
 			    (m->pkt_len > kMaxPacketBytes &&
 			     !(m->ol_flags & RTE_MBUF_F_TX_TCP_SEG))) {
 				q.stats.dropTooLong++;
-				continue;
+				return true;
 			}
 			if (!frame.plan(m, offloads)) {
 				q.stats.dropBadOffload++;
-				continue;
+				return true;
 			}
 			placed = Placed::Ok;
 			for (unsigned s = 0; s < frame.segmentCount() && placed == Placed::Ok;
@@ -663,19 +697,70 @@ uint16_t VhostNetPort::enqueue(Queue &q, VringState &state, Ring &ring, rte_mbuf
 		}
 		if (placed == Placed::Refused) {
 			q.stats.dropBadChain++;
-			continue;
+			return true;
 		}
 		if (placed == Placed::TooBig) {
 			/* The guest's buffers are smaller than this packet. */
 			q.stats.dropTooLong++;
-			continue;
+			return true;
 		}
 		if (placed == Placed::NoBuffer) {
 			q.stats.dropNoBuffer += n - i;
-			break;
+			return false;
 		}
 		bytes += m->pkt_len;
 		sent++;
+		return true;
+	};
+	virtio::NetHeader usualHeader{};
+	usualHeader.numBuffers = 1;
+	for (uint16_t i = 0; i < n;) {
+		/*
+		 * The usual frames a group at a time (no offload, one segment, one buffer of the
+		 * guest's that takes it whole): take their buffers and start loading them, then
+		 * copy, so that the group's cache misses overlap.
+		 */
+		DescriptorChain usual[kUsualGroup];
+		uint16_t group = 0;
+		uint16_t groupMax = std::min<uint16_t>(n - i, kUsualGroup);
+		while (group < groupMax) {
+			const rte_mbuf *m = pkts[i + group];
+			if ((m->ol_flags & kOffloadFlags) || m->data_len != m->pkt_len ||
+			    m->pkt_len > kMaxPacketBytes)
+				break;
+			uint32_t position = ring.availPosition();
+			if (!ring.popUsual(*mem, q.storage[group], usual[group]))
+				break;
+			const DescBuffer &b = q.storage[group];
+			if (!b.writable || b.len < header + m->pkt_len) {
+				ring.rewindAvail(position); /* placeAny() takes it */
+				break;
+			}
+			prefetchBytes(b, true);
+			group++;
+		}
+		for (uint16_t k = 0; k < group; k++) {
+			const rte_mbuf *m = pkts[i + k];
+			uint8_t *dst = q.storage[k].hva;
+			/*
+			 * The header is nearly always what the buffer holds from its last
+			 * frame: written only when it differs, its cache line is not taken
+			 * from the guest's CPU (DPDK's vhost does the same, field by field).
+			 */
+			if (!sameBytes(dst, &usualHeader, header))
+				std::memcpy(dst, &usualHeader, header);
+			copyBytes(dst + header, rte_pktmbuf_mtod(m, const uint8_t *), m->pkt_len);
+			putUsed(ring, usual[k].head, usual[k].descCount, header + m->pkt_len);
+			bytes += m->pkt_len;
+		}
+		sent += group;
+		taken |= group != 0;
+		i += group;
+		if (i == n || group == groupMax)
+			continue;
+		if (!placeAny(i))
+			break;
+		i++;
 	}
 	if (taken)
 		notify(state, ring);

@@ -139,6 +139,8 @@ public:
 private:
 	static constexpr size_t kMaxPieces = 1024;
 	static constexpr unsigned kMaxChainsPerPacket = 64;
+	/** Usual chains taken before any is copied (their cache misses overlap). */
+	static constexpr uint16_t kUsualGroup = 32;
 	static constexpr unsigned kDrainBurst =
 		32; /**< chains a disabled TX ring loses per burst */
 

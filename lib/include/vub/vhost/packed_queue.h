@@ -137,50 +137,46 @@ public:
 	 */
 	PopStatus pop(const GuestMemory &mem, std::span<DescBuffer> storage, DescriptorChain &chain)
 	{
-		/*
-		 * The usual chain, inline: one available direct descriptor in one region, with
-		 * room in the ring. Anything else, every refusal included, takes popSlow().
-		 */
-		if (ready_ && desc_ && !broken_ && !storage.empty()) [[likely]] {
-			virtio::PackedDesc *p = desc_ + lastAvailIdx_;
-			uint16_t flags =
-				std::atomic_ref<uint16_t>(p->flags).load(std::memory_order_acquire);
-			uint16_t inFlight =
-				availWrap_ == usedWrap_
-					? static_cast<uint16_t>(lastAvailIdx_ - usedIdx_)
-					: static_cast<uint16_t>(lastAvailIdx_ + size_ - usedIdx_);
-			if (virtio::packedDescIsAvail(flags, availWrap_) &&
-			    !(flags & (virtio::kPackedDescFNext | virtio::kPackedDescFIndirect)) &&
-			    inFlight < size_) [[likely]] {
-				uint32_t len = std::atomic_ref<uint32_t>(p->len).load(
-					std::memory_order_relaxed);
-				uint64_t gpa = std::atomic_ref<uint64_t>(p->addr).load(
-					std::memory_order_relaxed);
-				uint16_t id = std::atomic_ref<uint16_t>(p->id).load(
-					std::memory_order_relaxed);
-				uint8_t *hva = len != 0 && id < size_
-						       ? mem.translateGpa(gpa, len, &regionHint_)
-						       : nullptr;
-				if (hva) [[likely]] {
-					bool writable = (flags & writeFlag_) != 0;
-					storage[0] = DescBuffer{ hva, len, writable };
-					chain.head = id;
-					chain.descCount = 1;
-					chain.bufferCount = 1;
-					chain.readableBytes = writable ? 0 : len;
-					chain.writableBytes = writable ? len : 0;
-					chain.buffers = storage.data();
-					lastDescCount_ = 1;
-					if (++lastAvailIdx_ == size_) {
-						lastAvailIdx_ = 0;
-						availWrap_ = !availWrap_;
-					}
-					stats_.chains++;
-					return PopStatus::Ok;
-				}
-			}
-		}
+		if (!storage.empty() && popUsual(mem, storage[0], chain)) [[likely]]
+			return PopStatus::Ok;
 		return popSlow(mem, storage, chain);
+	}
+	/**
+	 * \brief pop() of the usual chain only, inline: one available direct descriptor in one
+	 * region, with room in the ring, its piece in \a buffer. \return false, with nothing
+	 * taken or counted, for anything else (then pop() tells what it is).
+	 */
+	bool popUsual(const GuestMemory &mem, DescBuffer &buffer, DescriptorChain &chain)
+	{
+		if (!ready_ || !desc_ || broken_) [[unlikely]]
+			return false;
+		virtio::PackedDesc *p = desc_ + lastAvailIdx_;
+		uint16_t flags =
+			std::atomic_ref<uint16_t>(p->flags).load(std::memory_order_acquire);
+		uint16_t inFlight =
+			availWrap_ == usedWrap_
+				? static_cast<uint16_t>(lastAvailIdx_ - usedIdx_)
+				: static_cast<uint16_t>(lastAvailIdx_ + size_ - usedIdx_);
+		if (!virtio::packedDescIsAvail(flags, availWrap_) ||
+		    (flags & (virtio::kPackedDescFNext | virtio::kPackedDescFIndirect)) ||
+		    inFlight >= size_) [[unlikely]]
+			return false;
+		uint32_t len = std::atomic_ref<uint32_t>(p->len).load(std::memory_order_relaxed);
+		uint64_t gpa = std::atomic_ref<uint64_t>(p->addr).load(std::memory_order_relaxed);
+		uint16_t id = std::atomic_ref<uint16_t>(p->id).load(std::memory_order_relaxed);
+		uint8_t *hva =
+			len != 0 && id < size_ ? mem.translateGpa(gpa, len, &regionHint_) : nullptr;
+		if (!hva) [[unlikely]]
+			return false;
+		buffer = DescBuffer{ hva, len, (flags & writeFlag_) != 0 };
+		chain.setSingle(id, buffer);
+		lastDescCount_ = 1;
+		if (++lastAvailIdx_ == size_) {
+			lastAvailIdx_ = 0;
+			availWrap_ = !availWrap_;
+		}
+		stats_.chains++;
+		return true;
 	}
 	ChainError lastError() const { return lastError_; }
 	/**
@@ -188,13 +184,6 @@ public:
 	 * \a max: an upper bound of the chains pop() would return (a chain may take several).
 	 */
 	uint16_t available(uint16_t max) const;
-	/**
-	 * \brief Start loading the first bytes of the next \a n available descriptors' buffers
-	 * (to write them when \a write), so that the misses of a burst overlap instead of
-	 * coming one a packet. Reads descriptors and changes nothing: pop() reads and validates
-	 * them again.
-	 */
-	void prefetchBuffers(const GuestMemory &mem, uint16_t n, bool write);
 	/** \brief Where pop() reads next (index and wrap counter), for rewindAvail(). */
 	uint32_t availPosition() const
 	{

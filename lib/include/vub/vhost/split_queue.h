@@ -52,6 +52,17 @@ struct DescriptorChain {
 	DescBuffer *buffers = nullptr;
 
 	std::span<DescBuffer> pieces() const { return { buffers, bufferCount }; }
+
+	/** \brief Make this the chain of one descriptor and one piece, \a buffer. */
+	void setSingle(uint16_t id, DescBuffer &buffer)
+	{
+		head = id;
+		descCount = 1;
+		bufferCount = 1;
+		readableBytes = buffer.writable ? 0 : buffer.len;
+		writableBytes = buffer.writable ? buffer.len : 0;
+		buffers = &buffer;
+	}
 };
 
 /**
@@ -146,44 +157,39 @@ public:
 	 */
 	PopStatus pop(const GuestMemory &mem, std::span<DescBuffer> storage, DescriptorChain &chain)
 	{
-		/*
-		 * The usual chain, inline: one direct descriptor in one region, below an avail
-		 * index already read. Anything else, every refusal included, takes popSlow().
-		 */
-		uint16_t pending = static_cast<uint16_t>(availIdxSeen_ - lastAvailIdx_);
-		if (pending != 0 && pending <= size_ && ready_ && !broken_ && desc_ &&
-		    !storage.empty()) [[likely]] {
-			uint16_t head =
-				std::atomic_ref<uint16_t>(availRing()[lastAvailIdx_ & (size_ - 1)])
-					.load(std::memory_order_relaxed);
-			if (head < size_) [[likely]] {
-				virtio::SplitDesc *d = desc_ + head;
-				uint16_t flags = std::atomic_ref<uint16_t>(d->flags).load(
-					std::memory_order_relaxed);
-				uint32_t len = std::atomic_ref<uint32_t>(d->len).load(
-					std::memory_order_relaxed);
-				uint64_t gpa = std::atomic_ref<uint64_t>(d->addr).load(
-					std::memory_order_relaxed);
-				uint8_t *hva =
-					!(flags & (virtio::kDescFNext | virtio::kDescFIndirect)) &&
-							len != 0
-						? mem.translateGpa(gpa, len, &regionHint_)
-						: nullptr;
-				if (hva) [[likely]] {
-					bool writable = (flags & writeFlag_) != 0;
-					storage[0] = DescBuffer{ hva, len, writable };
-					chain.head = head;
-					chain.bufferCount = 1;
-					chain.readableBytes = writable ? 0 : len;
-					chain.writableBytes = writable ? len : 0;
-					chain.buffers = storage.data();
-					lastAvailIdx_++;
-					stats_.chains++;
-					return PopStatus::Ok;
-				}
-			}
-		}
+		if (!storage.empty() && popUsual(mem, storage[0], chain)) [[likely]]
+			return PopStatus::Ok;
 		return popSlow(mem, storage, chain);
+	}
+	/**
+	 * \brief pop() of the usual chain only, inline: one direct descriptor in one region,
+	 * below an avail index already read, its piece in \a buffer. \return false, with nothing
+	 * taken or counted, for anything else (then pop() tells what it is).
+	 */
+	bool popUsual(const GuestMemory &mem, DescBuffer &buffer, DescriptorChain &chain)
+	{
+		uint16_t pending = static_cast<uint16_t>(availIdxSeen_ - lastAvailIdx_);
+		if (pending == 0 || pending > size_ || !ready_ || broken_ || !desc_) [[unlikely]]
+			return false;
+		uint16_t head = std::atomic_ref<uint16_t>(availRing()[lastAvailIdx_ & (size_ - 1)])
+					.load(std::memory_order_relaxed);
+		if (head >= size_) [[unlikely]]
+			return false;
+		virtio::SplitDesc *d = desc_ + head;
+		uint16_t flags =
+			std::atomic_ref<uint16_t>(d->flags).load(std::memory_order_relaxed);
+		uint32_t len = std::atomic_ref<uint32_t>(d->len).load(std::memory_order_relaxed);
+		uint64_t gpa = std::atomic_ref<uint64_t>(d->addr).load(std::memory_order_relaxed);
+		uint8_t *hva = !(flags & (virtio::kDescFNext | virtio::kDescFIndirect)) && len != 0
+				       ? mem.translateGpa(gpa, len, &regionHint_)
+				       : nullptr;
+		if (!hva) [[unlikely]]
+			return false;
+		buffer = DescBuffer{ hva, len, (flags & writeFlag_) != 0 };
+		chain.setSingle(head, buffer);
+		lastAvailIdx_++;
+		stats_.chains++;
+		return true;
 	}
 	ChainError lastError() const { return lastError_; }
 	/**
@@ -202,13 +208,6 @@ public:
 		availIdxSeen_ = idx; /* pop() needs no second read */
 		return n;
 	}
-	/**
-	 * \brief Start loading the first bytes of the next \a n available chains' first buffers
-	 * (to write them when \a write), so that the misses of a burst overlap instead of
-	 * coming one a packet. Reads the avail index (as available()), the avail entries and
-	 * descriptors, and changes nothing: pop() reads and validates them again.
-	 */
-	void prefetchBuffers(const GuestMemory &mem, uint16_t n, bool write);
 	/** \brief Where pop() reads next, for rewindAvail(). */
 	uint32_t availPosition() const { return lastAvailIdx_; }
 	/**
