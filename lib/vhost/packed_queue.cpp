@@ -273,27 +273,25 @@ void PackedQueue::publishUsed()
 {
 	if (shadowCount_ == 0 || !desc_)
 		return; /* untranslated: kept for the ring's next mapping */
+	constexpr uint16_t kUsedBits = virtio::kPackedDescFAvail | virtio::kPackedDescFUsed;
 	uint16_t idx = shadowIdx_;
-	bool wrap = shadowWrap_;
+	uint16_t wrapBits = shadowWrap_ ? kUsedBits : 0;
 	uint16_t headFlags = 0;
 	for (uint16_t i = 0; i < shadowCount_; i++) {
 		const UsedEntry &e = shadow_[i];
 		PackedDesc *d = desc_ + idx;
-		uint16_t flags = wrap ? virtio::kPackedDescFAvail | virtio::kPackedDescFUsed : 0;
-		if (e.len > 0)
-			flags |= virtio::kPackedDescFWrite;
+		uint16_t flags = wrapBits | (e.len > 0 ? virtio::kPackedDescFWrite : 0);
 		std::atomic_ref<uint16_t>(d->id).store(e.id, std::memory_order_relaxed);
 		std::atomic_ref<uint32_t>(d->len).store(e.len, std::memory_order_relaxed);
 		if (i == 0)
 			headFlags = flags;
 		else
 			std::atomic_ref<uint16_t>(d->flags).store(flags, std::memory_order_release);
-		uint32_t next = uint32_t{ idx } + e.descCount;
-		if (next >= size_) {
-			next -= size_;
-			wrap = !wrap;
+		idx = static_cast<uint16_t>(idx + e.descCount);
+		if (idx >= size_) [[unlikely]] {
+			idx = static_cast<uint16_t>(idx - size_);
+			wrapBits ^= kUsedBits;
 		}
-		idx = static_cast<uint16_t>(next);
 	}
 	std::atomic_ref<uint16_t>(desc_[shadowIdx_].flags)
 		.store(headFlags, std::memory_order_release);

@@ -71,33 +71,13 @@ inline bool sameBytes(const uint8_t *a, const void *b, uint32_t n)
 	return ((a8 ^ b8) | (a4 ^ b4)) == 0;
 }
 
-/**
- * Copy \a len bytes of a chain's device-readable pieces, after skipping the first \a skip
- * (the virtio-net header, which may itself span pieces), into \a head, chaining segments from
- * \a pool as needed. \return false when a segment could not be allocated.
- */
-bool copyChainToMbuf(const DescriptorChain &chain, uint32_t skip, uint32_t len, rte_mbuf *head,
-		     rte_mempool *pool)
+/** copyChainToMbuf() for every frame its inline path does not take: any layout, any size. */
+bool copyChainToMbufSlow(const DescriptorChain &chain, uint32_t skip, uint32_t len, rte_mbuf *head,
+			 rte_mempool *pool)
 {
 	rte_mbuf *seg = head;
 	uint8_t *dst = rte_pktmbuf_mtod(seg, uint8_t *);
 	uint32_t room = rte_pktmbuf_tailroom(seg);
-	/*
-	 * The usual frame: its bytes in one piece, after the header in the same piece (DPDK's
-	 * virtio pushes it there) or in the piece before; one copy into one segment.
-	 */
-	const DescBuffer *piece = chain.buffers;
-	uint32_t from = skip;
-	if (chain.bufferCount > 1 && piece->len == skip) {
-		piece++;
-		from = 0;
-	}
-	if (!piece->writable && piece->len >= from + len && len <= room) [[likely]] {
-		copyBytes(dst, piece->hva + from, len);
-		head->data_len = static_cast<uint16_t>(len);
-		head->pkt_len = len;
-		return true;
-	}
 	uint32_t used = 0;
 	for (const DescBuffer &piece : chain.pieces()) {
 		if (piece.writable)
@@ -130,6 +110,34 @@ bool copyChainToMbuf(const DescriptorChain &chain, uint32_t skip, uint32_t len, 
 	seg->data_len = static_cast<uint16_t>(used);
 	head->pkt_len = len;
 	return true;
+}
+
+/**
+ * Copy \a len bytes of a chain's device-readable pieces, after skipping the first \a skip
+ * (the virtio-net header, which may itself span pieces), into \a head, chaining segments from
+ * \a pool as needed. \return false when a segment could not be allocated.
+ */
+[[gnu::always_inline]] inline bool copyChainToMbuf(const DescriptorChain &chain, uint32_t skip,
+						   uint32_t len, rte_mbuf *head, rte_mempool *pool)
+{
+	/*
+	 * The usual frame: its bytes in one piece, after the header in the same piece (DPDK's
+	 * virtio pushes it there) or in the piece before; one copy into one segment.
+	 */
+	const DescBuffer *piece = chain.buffers;
+	uint32_t from = skip;
+	if (chain.bufferCount > 1 && piece->len == skip) {
+		piece++;
+		from = 0;
+	}
+	if (!piece->writable && piece->len >= from + len && len <= rte_pktmbuf_tailroom(head))
+		[[likely]] {
+		copyBytes(rte_pktmbuf_mtod(head, uint8_t *), piece->hva + from, len);
+		head->data_len = static_cast<uint16_t>(len);
+		head->pkt_len = len;
+		return true;
+	}
+	return copyChainToMbufSlow(chain, skip, len, head, pool);
 }
 
 /** Writes bytes across consecutive device-writable pieces. */
@@ -457,7 +465,8 @@ uint16_t VhostNetPort::dequeue(Queue &q, VringState &state, Ring &ring, rte_memp
 	uint64_t bytes = 0;
 	bool taken = false;
 	/* One chain: give it back to the guest and turn it into pkts[got]. */
-	auto take = [&](const DescriptorChain &chain, bool refused) {
+	auto take = [&](const DescriptorChain &chain, bool refused) __attribute__((always_inline))
+	{
 		taken = true;
 		/* The guest's buffer is returned whatever becomes of the packet. */
 		if (oneUsed) {

@@ -146,7 +146,8 @@ public:
 	 * region, with room in the ring, its piece in \a buffer. \return false, with nothing
 	 * taken or counted, for anything else (then pop() tells what it is).
 	 */
-	bool popUsual(const GuestMemory &mem, DescBuffer &buffer, DescriptorChain &chain)
+	[[gnu::always_inline]] bool popUsual(const GuestMemory &mem, DescBuffer &buffer,
+					     DescriptorChain &chain)
 	{
 		if (!ready_ || !desc_ || broken_) [[unlikely]]
 			return false;

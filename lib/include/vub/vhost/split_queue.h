@@ -166,7 +166,8 @@ public:
 	 * below an avail index already read, its piece in \a buffer. \return false, with nothing
 	 * taken or counted, for anything else (then pop() tells what it is).
 	 */
-	bool popUsual(const GuestMemory &mem, DescBuffer &buffer, DescriptorChain &chain)
+	[[gnu::always_inline]] bool popUsual(const GuestMemory &mem, DescBuffer &buffer,
+					     DescriptorChain &chain)
 	{
 		uint16_t pending = static_cast<uint16_t>(availIdxSeen_ - lastAvailIdx_);
 		if (pending == 0 || pending > size_ || !ready_ || broken_ || !desc_) [[unlikely]]
