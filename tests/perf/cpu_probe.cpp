@@ -98,16 +98,20 @@ int main(int argc, char **argv)
 			stopRequested.store(true);
 			return;
 		}
-		// Both threads wake at the same times; B then waits for A's first store.
+		/*
+		 * Both threads wake at the same times; B answers each odd value of A's with the
+		 * next even one, as many as A sends a probe, so that a late wake-up of either
+		 * only delays that probe.
+		 */
 		for (uint64_t probe = 1; !stopRequested.load(); ++probe) {
 			sleepUntil(firstNs + probe * periodNs);
 			for (uint64_t i = 0; i < roundTrips; ++i) {
-				const uint64_t want = probe * 2 * roundTrips + 2 * i + 1;
-				while (line.load(std::memory_order_acquire) != want) {
+				uint64_t v;
+				while (((v = line.load(std::memory_order_acquire)) & 1) == 0) {
 					if (stopRequested.load(std::memory_order_relaxed))
 						return;
 				}
-				line.store(want + 1, std::memory_order_release);
+				line.store(v + 1, std::memory_order_release);
 			}
 		}
 	});
