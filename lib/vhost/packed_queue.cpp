@@ -49,7 +49,8 @@ Result<void> PackedQueue::setSize(uint32_t size)
 		usedWrap_ = true;
 	}
 	signalledUsedValid_ = false;
-	shadowCount_ = 0;
+	waitingCount_ = 0;
+	headPending_ = false;
 	untranslate();
 	return {};
 }
@@ -63,14 +64,15 @@ Result<void> PackedQueue::setAddresses(uint64_t descQva, uint64_t driverEventQva
 	descQva_ = descQva;
 	driverEventQva_ = driverEventQva;
 	deviceEventQva_ = deviceEventQva;
-	shadowCount_ = 0;
+	waitingCount_ = 0;
+	headPending_ = false;
 	untranslate();
 	return {};
 }
 
 Result<void> PackedQueue::translate(const GuestMemory &mem)
 {
-	/* Chains given back and not yet written survive: publishUsed() writes them there. */
+	/* Chains given back and not yet published survive: publishUsed() publishes them there. */
 	untranslate();
 	if (size_ == 0)
 		return Error{ EINVAL, "queue size not set" };
@@ -90,13 +92,6 @@ void PackedQueue::untranslate()
 	desc_ = nullptr;
 	driverEvent_ = nullptr;
 	deviceEvent_ = nullptr;
-}
-
-uint16_t PackedQueue::inFlight() const
-{
-	if (availWrap_ == usedWrap_)
-		return static_cast<uint16_t>(lastAvailIdx_ - usedIdx_);
-	return static_cast<uint16_t>(lastAvailIdx_ + size_ - usedIdx_);
 }
 
 uint32_t PackedQueue::base() const
@@ -127,7 +122,8 @@ Result<void> PackedQueue::setBase(uint32_t base)
 	usedIdx_ = used;
 	usedWrap_ = usedWrap;
 	signalledUsedValid_ = false;
-	shadowCount_ = 0;
+	waitingCount_ = 0;
+	headPending_ = false;
 	return {};
 }
 
@@ -141,7 +137,8 @@ void PackedQueue::reset()
 	usedWrap_ = true;
 	signalledUsed_ = 0;
 	signalledUsedValid_ = false;
-	shadowCount_ = 0;
+	waitingCount_ = 0;
+	headPending_ = false;
 	lastDescCount_ = 0;
 	ready_ = false;
 	broken_ = false;
@@ -269,33 +266,44 @@ PackedQueue::PopStatus PackedQueue::popSlow(const GuestMemory &mem, std::span<De
 	return PopStatus::Ok;
 }
 
-void PackedQueue::publishUsed()
+void PackedQueue::addUsedWaiting(uint16_t id, uint32_t len, uint16_t descCount)
 {
-	if (shadowCount_ == 0 || !desc_)
-		return; /* untranslated: kept for the ring's next mapping */
-	constexpr uint16_t kUsedBits = virtio::kPackedDescFAvail | virtio::kPackedDescFUsed;
-	uint16_t idx = shadowIdx_;
-	uint16_t wrapBits = shadowWrap_ ? kUsedBits : 0;
-	uint16_t headFlags = 0;
-	for (uint16_t i = 0; i < shadowCount_; i++) {
-		const UsedEntry &e = shadow_[i];
+	/* The used position moves on at once: this is where the chain will be written. */
+	if (waitingCount_ == 0) {
+		waitingIdx_ = usedIdx_;
+		waitingWrap_ = usedWrap_;
+	}
+	/* More chains than that returned while no ring is mapped: a caller's bug. */
+	VUB_CHECK(waitingCount_ < kUsedBatchMax);
+	waiting_[waitingCount_++] = UsedEntry{ id, descCount, len };
+}
+
+void PackedQueue::writeWaiting()
+{
+	if (!desc_)
+		return; /* still not mapped */
+	uint16_t idx = waitingIdx_;
+	bool wrap = waitingWrap_;
+	for (uint16_t i = 0; i < waitingCount_; i++) {
+		const UsedEntry &e = waiting_[i];
 		PackedDesc *d = desc_ + idx;
-		uint16_t flags = wrapBits | (e.len > 0 ? virtio::kPackedDescFWrite : 0);
+		uint16_t flags = usedFlags(wrap, e.len);
 		std::atomic_ref<uint16_t>(d->id).store(e.id, std::memory_order_relaxed);
 		std::atomic_ref<uint32_t>(d->len).store(e.len, std::memory_order_relaxed);
-		if (i == 0)
-			headFlags = flags;
-		else
-			std::atomic_ref<uint16_t>(d->flags).store(flags, std::memory_order_release);
+		if (!headPending_) {
+			headPending_ = true;
+			headIdx_ = idx;
+			headFlags_ = flags;
+		} else {
+			std::atomic_ref<uint16_t>(d->flags).store(flags, std::memory_order_relaxed);
+		}
 		idx = static_cast<uint16_t>(idx + e.descCount);
 		if (idx >= size_) [[unlikely]] {
 			idx = static_cast<uint16_t>(idx - size_);
-			wrapBits ^= kUsedBits;
+			wrap = !wrap;
 		}
 	}
-	std::atomic_ref<uint16_t>(desc_[shadowIdx_].flags)
-		.store(headFlags, std::memory_order_release);
-	shadowCount_ = 0;
+	waitingCount_ = 0;
 }
 
 uint16_t PackedQueue::available(uint16_t max) const

@@ -511,15 +511,18 @@ uint16_t VhostNetPort::dequeue(Queue &q, VringState &state, Ring &ring, rte_memp
 		 * The usual chains a group at a time: take them all and start loading their
 		 * bytes, then copy them, so that the group's cache misses overlap.
 		 */
-		DescriptorChain usual[kUsualGroup];
-		uint16_t group = 0;
+		uint16_t ids[kUsualGroup];
 		uint16_t groupMax = std::min<uint16_t>(n - i, kUsualGroup);
-		while (group < groupMax && ring.popUsual(*mem, q.storage[group], usual[group])) {
-			prefetchBytes(q.storage[group], false);
-			group++;
+		uint16_t group = ring.popUsualBurst(*mem, q.storage, ids, groupMax,
+						    [](uint16_t, const DescBuffer &b) {
+							    prefetchBytes(b, false);
+							    return true;
+						    });
+		for (uint16_t k = 0; k < group; k++) {
+			DescriptorChain chain;
+			chain.setSingle(ids[k], q.storage[k]);
+			take(chain, false);
 		}
-		for (uint16_t k = 0; k < group; k++)
-			take(usual[k], false);
 		i += group;
 		if (i == n || group == groupMax)
 			continue;
@@ -602,12 +605,11 @@ uint16_t VhostNetPort::enqueue(Queue &q, VringState &state, Ring &ring, rte_mbuf
 	auto place = [&](const rte_mbuf *m, const virtio::NetHeader &fields, uint32_t prefixBytes,
 			 uint32_t off, uint32_t len) -> Placed {
 		uint32_t need = header + prefixBytes + len;
-		/* The driver must see a frame's chains used together. */
-		if constexpr (std::is_same_v<Ring, PackedQueue>) {
-			if (ring.usedPending() > PackedQueue::kUsedBatchMax - kMaxChainsPerPacket)
-				ring.publishUsed();
-		}
-		/* Gather chains until the frame fits: one without MRG_RXBUF. */
+		/*
+		 * Gather chains until the frame fits: one without MRG_RXBUF. They all become
+		 * visible at the burst's one publishUsed(): DPDK's virtio drops a merged frame
+		 * whose buffers it cannot all see used.
+		 */
 		uint32_t start = ring.availPosition();
 		unsigned chains = 0;
 		size_t pieces = 0;
@@ -729,25 +731,19 @@ uint16_t VhostNetPort::enqueue(Queue &q, VringState &state, Ring &ring, rte_mbuf
 		 * guest's that takes it whole): take their buffers and start loading them, then
 		 * copy, so that the group's cache misses overlap.
 		 */
-		DescriptorChain usual[kUsualGroup];
-		uint16_t group = 0;
+		uint16_t ids[kUsualGroup];
 		uint16_t groupMax = std::min<uint16_t>(n - i, kUsualGroup);
-		while (group < groupMax) {
-			const rte_mbuf *m = pkts[i + group];
-			if ((m->ol_flags & kOffloadFlags) || m->data_len != m->pkt_len ||
-			    m->pkt_len > kMaxPacketBytes)
-				break;
-			uint32_t position = ring.availPosition();
-			if (!ring.popUsual(*mem, q.storage[group], usual[group]))
-				break;
-			const DescBuffer &b = q.storage[group];
-			if (!b.writable || b.len < header + m->pkt_len) {
-				ring.rewindAvail(position); /* placeAny() takes it */
-				break;
-			}
-			prefetchBytes(b, true);
-			group++;
-		}
+		uint16_t group = ring.popUsualBurst(
+			*mem, q.storage, ids, groupMax, [&](uint16_t k, const DescBuffer &b) {
+				const rte_mbuf *m = pkts[i + k];
+				/* Anything else is left to placeAny(). */
+				if ((m->ol_flags & kOffloadFlags) || m->data_len != m->pkt_len ||
+				    m->pkt_len > kMaxPacketBytes || !b.writable ||
+				    b.len < header + m->pkt_len)
+					return false;
+				prefetchBytes(b, true);
+				return true;
+			});
 		for (uint16_t k = 0; k < group; k++) {
 			const rte_mbuf *m = pkts[i + k];
 			uint8_t *dst = q.storage[k].hva;
@@ -759,7 +755,7 @@ uint16_t VhostNetPort::enqueue(Queue &q, VringState &state, Ring &ring, rte_mbuf
 			if (!sameBytes(dst, &usualHeader, header))
 				std::memcpy(dst, &usualHeader, header);
 			copyBytes(dst + header, rte_pktmbuf_mtod(m, const uint8_t *), m->pkt_len);
-			putUsed(ring, usual[k].head, usual[k].descCount, header + m->pkt_len);
+			putUsed(ring, ids[k], 1, header + m->pkt_len);
 			bytes += m->pkt_len;
 		}
 		sent += group;

@@ -104,6 +104,45 @@ public:
 		return r->hva() + (gpa - r->gpa());
 	}
 
+	/** \brief One region's guest-physical range and mapping, see window(). */
+	struct Window {
+		uint64_t gpa = 0;
+		uint64_t size = 0;
+		uint8_t *hva = nullptr;
+
+		/** \brief translateGpa() inside this region only: nullptr when not wholly in it. */
+		uint8_t *translate(uint64_t addr, uint64_t len) const
+		{
+			uint64_t off = addr - gpa;
+			return off < size && len <= size - off ? hva + off : nullptr;
+		}
+	};
+	/**
+	 * \brief The region a translateGpa() \a hint names, for a caller that translates many
+	 * addresses in a row and keeps it in registers; empty when the hint names none.
+	 */
+	Window window(uint32_t hint) const
+	{
+		if (hint >= regionList_.size())
+			return {};
+		const MemoryRegion *r = regionList_[hint];
+		return { r->gpa(), r->size(), r->hva() };
+	}
+
+	/**
+	 * \brief translateGpa() through \a window first, for a caller that keeps the window of
+	 * its \a hint in registers; on a miss both move to the region found.
+	 */
+	uint8_t *translateGpa(uint64_t gpa, uint64_t len, uint32_t *hint, Window *window) const
+	{
+		if (uint8_t *hva = window->translate(gpa, len)) [[likely]]
+			return hva;
+		uint8_t *hva = translateGpa(gpa, len, hint);
+		if (hva)
+			*window = this->window(*hint);
+		return hva;
+	}
+
 	/**
 	 * \brief The host address of \a gpa and how many bytes from it are contiguous in its
 	 * region, at most \a len: for buffers that cross regions.

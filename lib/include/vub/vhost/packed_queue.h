@@ -105,7 +105,12 @@ public:
 	uint16_t nextUsed() const { return usedIdx_; }
 	bool usedWrap() const { return usedWrap_; }
 	/** \brief Ring descriptors popped and not yet given back with addUsed(). */
-	uint16_t inFlight() const;
+	uint16_t inFlight() const
+	{
+		return availWrap_ == usedWrap_
+			       ? static_cast<uint16_t>(lastAvailIdx_ - usedIdx_)
+			       : static_cast<uint16_t>(lastAvailIdx_ + size_ - usedIdx_);
+	}
 
 	/**
 	 * \brief The ring state in vhost-user's encoding (GET_VRING_BASE): bits 0-14 the next
@@ -149,35 +154,71 @@ public:
 	[[gnu::always_inline]] bool popUsual(const GuestMemory &mem, DescBuffer &buffer,
 					     DescriptorChain &chain)
 	{
-		if (!ready_ || !desc_ || broken_) [[unlikely]]
+		uint16_t id;
+		if (popUsualBurst(mem, &buffer, &id, 1,
+				  [](uint16_t, const DescBuffer &) { return true; }) == 0)
 			return false;
-		virtio::PackedDesc *p = desc_ + lastAvailIdx_;
-		uint16_t flags =
-			std::atomic_ref<uint16_t>(p->flags).load(std::memory_order_acquire);
-		uint16_t inFlight =
-			availWrap_ == usedWrap_
-				? static_cast<uint16_t>(lastAvailIdx_ - usedIdx_)
-				: static_cast<uint16_t>(lastAvailIdx_ + size_ - usedIdx_);
-		if (!virtio::packedDescIsAvail(flags, availWrap_) ||
-		    (flags & (virtio::kPackedDescFNext | virtio::kPackedDescFIndirect)) ||
-		    inFlight >= size_) [[unlikely]]
-			return false;
-		uint32_t len = std::atomic_ref<uint32_t>(p->len).load(std::memory_order_relaxed);
-		uint64_t gpa = std::atomic_ref<uint64_t>(p->addr).load(std::memory_order_relaxed);
-		uint16_t id = std::atomic_ref<uint16_t>(p->id).load(std::memory_order_relaxed);
-		uint8_t *hva =
-			len != 0 && id < size_ ? mem.translateGpa(gpa, len, &regionHint_) : nullptr;
-		if (!hva) [[unlikely]]
-			return false;
-		buffer = DescBuffer{ hva, len, (flags & writeFlag_) != 0 };
 		chain.setSingle(id, buffer);
-		lastDescCount_ = 1;
-		if (++lastAvailIdx_ == size_) {
-			lastAvailIdx_ = 0;
-			availWrap_ = !availWrap_;
-		}
-		stats_.chains++;
 		return true;
+	}
+	/**
+	 * \brief The usual chains, up to \a max in a row, the ring's state held in registers:
+	 * chain k's buffer id in \a ids[k], its one piece in \a buffers[k]. Before a chain is
+	 * taken, \a accept(k, piece) may refuse it: it stays for the next pop(). \return how many
+	 * were taken; it stops at the first chain that is not usual.
+	 */
+	template <typename Accept>
+	[[gnu::always_inline]] uint16_t popUsualBurst(const GuestMemory &mem, DescBuffer *buffers,
+						      uint16_t *ids, uint16_t max, Accept &&accept)
+	{
+		if (!ready_ || !desc_ || broken_) [[unlikely]]
+			return 0;
+		virtio::PackedDesc *const desc = desc_;
+		const uint16_t size = size_;
+		const uint16_t writeFlag = writeFlag_;
+		uint16_t idx = lastAvailIdx_;
+		bool wrap = availWrap_;
+		uint32_t hint = regionHint_;
+		GuestMemory::Window window = mem.window(hint);
+		uint16_t room = static_cast<uint16_t>(size - inFlight());
+		if (max > room)
+			max = room;
+		uint16_t n = 0;
+		for (; n < max; n++) {
+			virtio::PackedDesc *p = desc + idx;
+			uint16_t flags =
+				std::atomic_ref<uint16_t>(p->flags).load(std::memory_order_acquire);
+			if (!virtio::packedDescIsAvail(flags, wrap) ||
+			    (flags & (virtio::kPackedDescFNext | virtio::kPackedDescFIndirect)))
+				break;
+			uint32_t len =
+				std::atomic_ref<uint32_t>(p->len).load(std::memory_order_relaxed);
+			uint64_t gpa =
+				std::atomic_ref<uint64_t>(p->addr).load(std::memory_order_relaxed);
+			uint16_t id =
+				std::atomic_ref<uint16_t>(p->id).load(std::memory_order_relaxed);
+			if (len == 0 || id >= size) [[unlikely]]
+				break;
+			uint8_t *hva = mem.translateGpa(gpa, len, &hint, &window);
+			if (!hva)
+				break;
+			DescBuffer buffer{ hva, len, (flags & writeFlag) != 0 };
+			if (!accept(n, buffer))
+				break;
+			buffers[n] = buffer;
+			ids[n] = id;
+			if (++idx == size) {
+				idx = 0;
+				wrap = !wrap;
+			}
+		}
+		lastAvailIdx_ = idx;
+		availWrap_ = wrap;
+		regionHint_ = hint;
+		if (n != 0)
+			lastDescCount_ = 1;
+		stats_.chains += n;
+		return n;
 	}
 	ChainError lastError() const { return lastError_; }
 	/**
@@ -206,26 +247,36 @@ public:
 	 * \brief Give back the chain (\a id, \a len) at the used position and move that
 	 * position by \a descCount (1..size), flipping the used wrap counter at the ring end.
 	 *
-	 * Nothing reaches the ring until publishUsed(): the used descriptors of a burst are
-	 * written together, the first one's flags last, so the driver (which may be polling that
-	 * cache line) sees the batch whole and the line changes hands once, not once a chain.
-	 * \a len is flagged (VIRTQ_DESC_F_WRITE) when > 0. With IN_ORDER, one call may give back
-	 * several chains: the last one's \a id and their \a descCount together.
+	 * The used descriptor is written at once, but the first one since the last
+	 * publishUsed() keeps its old flags until publishUsed(): the driver reads used
+	 * descriptors in ring order, so it sees the whole batch at that one release store, and
+	 * each descriptor's cache line is written while it is still held from reading it (DPDK's
+	 * vhost does the same). \a len is flagged (VIRTQ_DESC_F_WRITE) when > 0. With IN_ORDER,
+	 * one call may give back several chains: the last one's \a id and their \a descCount
+	 * together. On a ring that is not mapped (between an untranslate() and the next
+	 * translate()) the chains wait in the queue, at most kUsedBatchMax of them, and
+	 * publishUsed() writes them once the ring is mapped again.
 	 */
 	void addUsed(uint16_t id, uint32_t len, uint16_t descCount)
 	{
 		/* Our own caller's count, taken from lastDescCount(): not guest input. */
 		VUB_ASSERT(descCount >= 1 && descCount <= size_);
-		if (shadowCount_ == kUsedBatchMax) [[unlikely]] {
-			publishUsed();
-			/* A chain comes only from a translated ring: publishUsed() emptied it. */
-			VUB_CHECK(shadowCount_ == 0);
+		if (!desc_ || waitingCount_ != 0) [[unlikely]] {
+			addUsedWaiting(id, len, descCount);
+		} else {
+			virtio::PackedDesc *d = desc_ + usedIdx_;
+			std::atomic_ref<uint16_t>(d->id).store(id, std::memory_order_relaxed);
+			std::atomic_ref<uint32_t>(d->len).store(len, std::memory_order_relaxed);
+			uint16_t flags = usedFlags(usedWrap_, len);
+			if (headPending_) {
+				std::atomic_ref<uint16_t>(d->flags).store(
+					flags, std::memory_order_relaxed);
+			} else {
+				headPending_ = true;
+				headIdx_ = usedIdx_;
+				headFlags_ = flags;
+			}
 		}
-		if (shadowCount_ == 0) {
-			shadowIdx_ = usedIdx_;
-			shadowWrap_ = usedWrap_;
-		}
-		shadow_[shadowCount_++] = UsedEntry{ id, descCount, len };
 		uint32_t next = uint32_t{ usedIdx_ } + descCount;
 		if (next >= size_) {
 			next -= size_;
@@ -233,18 +284,22 @@ public:
 		}
 		usedIdx_ = static_cast<uint16_t>(next);
 	}
-	/** \brief Write every addUsed() so far to the ring: the first one's flags last, with a
-	 * release store. */
-	void publishUsed();
 	/**
-	 * \brief The most addUsed() calls held back before one publishes them itself. A caller
-	 * whose driver must see several chains at once (a merged RX frame's buffers: DPDK's
-	 * virtio drops a frame whose buffers are not all used yet) publishes before a group that
-	 * might not fit.
+	 * \brief Make every addUsed() so far visible to the driver: the first one's flags, with a
+	 * release store.
 	 */
+	void publishUsed()
+	{
+		if (waitingCount_ != 0) [[unlikely]]
+			writeWaiting();
+		if (headPending_ && desc_) {
+			std::atomic_ref<uint16_t>(desc_[headIdx_].flags)
+				.store(headFlags_, std::memory_order_release);
+			headPending_ = false;
+		}
+	}
+	/** \brief The most chains given back while the ring is not mapped. */
 	static constexpr uint16_t kUsedBatchMax = 128;
-	/** \brief addUsed() calls not yet published. */
-	uint16_t usedPending() const { return shadowCount_; }
 
 	/**
 	 * \brief Should the guest be notified of the used descriptors published since the last
@@ -274,6 +329,16 @@ private:
 			  DescriptorChain &chain);
 	ChainError takeDesc(const GuestMemory &mem, const virtio::PackedDesc &d, bool alone,
 			    std::span<DescBuffer> storage, DescriptorChain &chain);
+	/** The flags of a used descriptor written in the lap of \a wrap. */
+	static uint16_t usedFlags(bool wrap, uint32_t len)
+	{
+		return (wrap ? virtio::kPackedDescFAvail | virtio::kPackedDescFUsed : 0) |
+		       (len > 0 ? virtio::kPackedDescFWrite : 0);
+	}
+	/** addUsed() on a ring that is not mapped, or behind chains that wait already. */
+	void addUsedWaiting(uint16_t id, uint32_t len, uint16_t descCount);
+	/** Write the chains that wait, once the ring is mapped. */
+	void writeWaiting();
 
 	/* Hot, runtime state first. */
 	alignas(64) virtio::PackedDesc *desc_ = nullptr;
@@ -284,12 +349,17 @@ private:
 	uint16_t usedIdx_ = 0;
 	uint16_t signalledUsed_ = 0;
 	uint16_t lastDescCount_ = 0;
-	/** Where the first entry of shadow_ goes, and its wrap counter. */
-	uint16_t shadowIdx_ = 0;
-	uint16_t shadowCount_ = 0;
+	/** The first used descriptor not yet published: its index and the flags it will get. */
+	uint16_t headIdx_ = 0;
+	uint16_t headFlags_ = 0;
+	/** Chains that wait for the ring to be mapped (waiting_). */
+	uint16_t waitingCount_ = 0;
+	/** Where the first waiting chain goes, and its lap. */
+	uint16_t waitingIdx_ = 0;
 	bool availWrap_ = true;
 	bool usedWrap_ = true;
-	bool shadowWrap_ = true;
+	bool waitingWrap_ = true;
+	bool headPending_ = false;
 	bool signalledUsedValid_ = false;
 	bool eventIdx_ = false;
 	bool indirect_ = false;
@@ -300,13 +370,13 @@ private:
 	/** The flag that makes a buffer writable: 0 when the device only reads. */
 	uint16_t writeFlag_ = virtio::kPackedDescFWrite;
 
-	/** A chain given back and not yet written to the ring. */
+	/** A chain given back while the ring was not mapped. */
 	struct UsedEntry {
 		uint16_t id;
 		uint16_t descCount;
 		uint32_t len;
 	};
-	UsedEntry shadow_[kUsedBatchMax];
+	UsedEntry waiting_[kUsedBatchMax];
 
 	/* Configuration. */
 	alignas(64) uint64_t descQva_ = 0;

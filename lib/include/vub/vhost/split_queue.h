@@ -169,28 +169,64 @@ public:
 	[[gnu::always_inline]] bool popUsual(const GuestMemory &mem, DescBuffer &buffer,
 					     DescriptorChain &chain)
 	{
-		uint16_t pending = static_cast<uint16_t>(availIdxSeen_ - lastAvailIdx_);
-		if (pending == 0 || pending > size_ || !ready_ || broken_ || !desc_) [[unlikely]]
+		uint16_t id;
+		if (popUsualBurst(mem, &buffer, &id, 1,
+				  [](uint16_t, const DescBuffer &) { return true; }) == 0)
 			return false;
-		uint16_t head = std::atomic_ref<uint16_t>(availRing()[lastAvailIdx_ & (size_ - 1)])
-					.load(std::memory_order_relaxed);
-		if (head >= size_) [[unlikely]]
-			return false;
-		virtio::SplitDesc *d = desc_ + head;
-		uint16_t flags =
-			std::atomic_ref<uint16_t>(d->flags).load(std::memory_order_relaxed);
-		uint32_t len = std::atomic_ref<uint32_t>(d->len).load(std::memory_order_relaxed);
-		uint64_t gpa = std::atomic_ref<uint64_t>(d->addr).load(std::memory_order_relaxed);
-		uint8_t *hva = !(flags & (virtio::kDescFNext | virtio::kDescFIndirect)) && len != 0
-				       ? mem.translateGpa(gpa, len, &regionHint_)
-				       : nullptr;
-		if (!hva) [[unlikely]]
-			return false;
-		buffer = DescBuffer{ hva, len, (flags & writeFlag_) != 0 };
-		chain.setSingle(head, buffer);
-		lastAvailIdx_++;
-		stats_.chains++;
+		chain.setSingle(id, buffer);
 		return true;
+	}
+	/**
+	 * \brief The usual chains, up to \a max in a row, the ring's state held in registers:
+	 * chain k's buffer id in \a ids[k], its one piece in \a buffers[k]. Before a chain is
+	 * taken, \a accept(k, piece) may refuse it: it stays for the next pop(). \return how many
+	 * were taken; it stops at the first chain that is not usual.
+	 */
+	template <typename Accept>
+	[[gnu::always_inline]] uint16_t popUsualBurst(const GuestMemory &mem, DescBuffer *buffers,
+						      uint16_t *ids, uint16_t max, Accept &&accept)
+	{
+		uint16_t pending = static_cast<uint16_t>(availIdxSeen_ - lastAvailIdx_);
+		if (pending > size_ || !ready_ || broken_ || !desc_) [[unlikely]]
+			return 0;
+		virtio::SplitDesc *const desc = desc_;
+		uint16_t *const ring = availRing();
+		const uint16_t size = size_;
+		const uint16_t writeFlag = writeFlag_;
+		uint16_t idx = lastAvailIdx_;
+		uint32_t hint = regionHint_;
+		GuestMemory::Window window = mem.window(hint);
+		if (max > pending)
+			max = pending;
+		uint16_t n = 0;
+		for (; n < max; n++) {
+			uint16_t head = std::atomic_ref<uint16_t>(ring[idx & (size - 1)])
+						.load(std::memory_order_relaxed);
+			if (head >= size)
+				break;
+			virtio::SplitDesc *d = desc + head;
+			uint16_t flags =
+				std::atomic_ref<uint16_t>(d->flags).load(std::memory_order_relaxed);
+			uint32_t len =
+				std::atomic_ref<uint32_t>(d->len).load(std::memory_order_relaxed);
+			uint64_t gpa =
+				std::atomic_ref<uint64_t>(d->addr).load(std::memory_order_relaxed);
+			if ((flags & (virtio::kDescFNext | virtio::kDescFIndirect)) || len == 0)
+				break;
+			uint8_t *hva = mem.translateGpa(gpa, len, &hint, &window);
+			if (!hva)
+				break;
+			DescBuffer buffer{ hva, len, (flags & writeFlag) != 0 };
+			if (!accept(n, buffer))
+				break;
+			buffers[n] = buffer;
+			ids[n] = head;
+			idx++;
+		}
+		lastAvailIdx_ = idx;
+		regionHint_ = hint;
+		stats_.chains += n;
+		return n;
 	}
 	ChainError lastError() const { return lastError_; }
 	/**

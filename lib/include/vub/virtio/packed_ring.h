@@ -46,7 +46,9 @@ constexpr size_t packedDescRingSize(uint32_t num)
 /** \brief Is a descriptor with \a flags available to the device when its wrap counter is \a wrap. */
 constexpr bool packedDescIsAvail(uint16_t flags, bool wrap)
 {
-	return ((flags & kPackedDescFAvail) != 0) == wrap && ((flags & kPackedDescFUsed) != 0) != wrap;
+	/* AVAIL equal to the wrap counter and USED not. */
+	return (flags & (kPackedDescFAvail | kPackedDescFUsed)) ==
+	       (wrap ? kPackedDescFAvail : kPackedDescFUsed);
 }
 
 /* vhost-user's SET/GET_VRING_BASE encoding of a packed ring's state. */
