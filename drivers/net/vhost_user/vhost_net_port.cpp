@@ -317,14 +317,19 @@ namespace {
 constexpr uint64_t kOffloadFlags = RTE_MBUF_F_TX_L4_MASK | RTE_MBUF_F_TX_TCP_SEG |
 				   RTE_MBUF_F_TX_IP_CKSUM | RTE_MBUF_F_RX_L4_CKSUM_MASK;
 
-uint16_t availableUpTo(SplitQueue &ring, uint16_t n)
+/**
+ * At most how many chains a burst of \a n may take, 0 when none is available: a split ring's
+ * avail index tells; a packed ring tells only descriptor by descriptor, so it is \a n when the
+ * next one is available (the burst then stops at the first that is not).
+ */
+uint16_t burstLimit(SplitQueue &ring, uint16_t n)
 {
 	return std::min(n, ring.available());
 }
 
-uint16_t availableUpTo(PackedQueue &ring, uint16_t n)
+uint16_t burstLimit(PackedQueue &ring, uint16_t n)
 {
-	return ring.available(n);
+	return ring.available(1) != 0 ? n : 0;
 }
 
 /**
@@ -438,13 +443,9 @@ template <typename Ring>
 uint16_t VhostNetPort::dequeue(Queue &q, VringState &state, Ring &ring, rte_mempool *pool,
 			       rte_mbuf **pkts, uint16_t n)
 {
-	n = availableUpTo(ring, n);
+	n = burstLimit(ring, n);
 	if (n == 0) {
 		q.stats.emptyPolls++;
-		return 0;
-	}
-	if (rte_pktmbuf_alloc_bulk(pool, pkts, n) != 0) {
-		q.stats.dropNoMbuf++;
 		return 0;
 	}
 	const vhost::GuestMemory *mem = state.memory().memory();
@@ -462,8 +463,28 @@ uint16_t VhostNetPort::dequeue(Queue &q, VringState &state, Ring &ring, rte_memp
 	uint16_t lastHead = 0;
 	uint32_t descsTaken = 0;
 	uint16_t got = 0;
+	/* pkts[got, ready) hold fresh mbufs, allocated as chains are taken. */
+	uint16_t ready = 0;
 	uint64_t bytes = 0;
 	bool taken = false;
+	/*
+	 * Make pkts[got, got + count) fresh mbufs, or as many as the pool has left (counted).
+	 * \return how many of the \a count there are.
+	 */
+	auto reserve = [&](uint16_t count) -> uint16_t {
+		uint16_t want = static_cast<uint16_t>(got + count);
+		if (want > ready) {
+			if (rte_pktmbuf_alloc_bulk(pool, pkts + ready, want - ready) == 0) {
+				ready = want;
+			} else {
+				/* The pool has fewer than that: take them one by one. */
+				q.stats.dropNoMbuf++;
+				while (ready < want && (pkts[ready] = rte_pktmbuf_alloc(pool)))
+					ready++;
+			}
+		}
+		return static_cast<uint16_t>(std::min(ready, want) - got);
+	};
 	/* One chain: give it back to the guest and turn it into pkts[got]. */
 	auto take = [&](const DescriptorChain &chain, bool refused) __attribute__((always_inline))
 	{
@@ -513,11 +534,20 @@ uint16_t VhostNetPort::dequeue(Queue &q, VringState &state, Ring &ring, rte_memp
 		 */
 		uint16_t ids[kUsualGroup];
 		uint16_t groupMax = std::min<uint16_t>(n - i, kUsualGroup);
-		uint16_t group = ring.popUsualBurst(*mem, q.storage, ids, groupMax,
-						    [](uint16_t, const DescBuffer &b) {
-							    prefetchBytes(b, false);
-							    return true;
-						    });
+		auto prefetch = [](uint16_t, const DescBuffer &b) {
+			prefetchBytes(b, false);
+			return true;
+		};
+		uint32_t position = ring.availPosition();
+		uint16_t group = ring.popUsualBurst(*mem, q.storage, ids, groupMax, prefetch);
+		if (uint16_t have = group != 0 ? reserve(group) : 0; have < group) {
+			/* The pool ran dry: take as many as there are mbufs, the rest come again.
+			 */
+			ring.rewindAvail(position);
+			group = have != 0 ? ring.popUsualBurst(*mem, q.storage, ids, have, prefetch)
+					  : 0;
+			n = static_cast<uint16_t>(i + group);
+		}
 		for (uint16_t k = 0; k < group; k++) {
 			DescriptorChain chain;
 			chain.setSingle(ids[k], q.storage[k]);
@@ -529,13 +559,18 @@ uint16_t VhostNetPort::dequeue(Queue &q, VringState &state, Ring &ring, rte_memp
 		/* Anything else, one at a time. */
 		DescriptorChain chain;
 		bool refused = false;
+		position = ring.availPosition();
 		if (!nextChain(ring, state, *mem, q.storage, chain, &refused))
 			break;
+		if (!refused && reserve(1) == 0) {
+			ring.rewindAvail(position);
+			break;
+		}
 		take(chain, refused);
 		i++;
 	}
-	if (got < n)
-		rte_pktmbuf_free_bulk(pkts + got, n - got);
+	if (got < ready)
+		rte_pktmbuf_free_bulk(pkts + got, ready - got);
 	if (taken) {
 		if (oneUsed)
 			putUsed(ring, lastHead, static_cast<uint16_t>(descsTaken), 0);
