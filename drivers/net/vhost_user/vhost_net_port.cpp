@@ -615,6 +615,11 @@ template <typename Ring>
 uint16_t VhostNetPort::enqueue(Queue &q, VringState &state, Ring &ring, rte_mbuf *const *pkts,
 			       uint16_t n)
 {
+	/* The guest's RX buffers, read once (a split ring's avail index) for the usual path. */
+	if (n != 0 && burstLimit(ring, n) == 0) {
+		q.stats.dropNoBuffer += n;
+		return 0;
+	}
 	const vhost::GuestMemory *mem = state.memory().memory();
 	uint32_t header = headerBytes_.load(std::memory_order_relaxed);
 	bool mergeable = mergeable_.load(std::memory_order_relaxed);
