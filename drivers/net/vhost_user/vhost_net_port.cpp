@@ -541,8 +541,7 @@ uint16_t VhostNetPort::dequeue(Queue &q, VringState &state, Ring &ring, rte_memp
 		uint32_t position = ring.availPosition();
 		uint16_t group = ring.popUsualBurst(*mem, q.storage, ids, groupMax, prefetch);
 		if (uint16_t have = group != 0 ? reserve(group) : 0; have < group) {
-			/* The pool ran dry: take as many as there are mbufs, the rest come again.
-			 */
+			/* The pool ran dry: take one chain per mbuf; the rest come again. */
 			ring.rewindAvail(position);
 			group = have != 0 ? ring.popUsualBurst(*mem, q.storage, ids, have, prefetch)
 					  : 0;
