@@ -137,11 +137,21 @@ Result<void> SampleBackend::handleEvent(uint16_t deviceEvent, uint32_t, std::spa
 	size_t queue = threadId + deviceEvent * threads_; /* the inverse of queuesPerThread() */
 	auto vring = vrings[deviceEvent]->getMut();
 	SplitQueue &q = vring->getQueue();
-	do {
+	/*
+	 * A bounded amount of work per event: the control thread takes this vring's lock to stop
+	 * it, and a guest can keep its ring full for ever (even write its avail index through a
+	 * buffer it gives us to fill). Work left over comes back through our own kick, after the
+	 * worker's other events.
+	 */
+	q.disableNotification();
+	for (unsigned bursts = 0; bursts < kBurstsPerEvent; bursts++) {
+		if (processBurst(queue, *vring, kBurst) == kBurst)
+			continue;
+		if (q.isBroken() || !q.enableNotification())
+			return {};
 		q.disableNotification();
-		while (processBurst(queue, *vring, kBurst) == kBurst) {
-		}
-	} while (!q.isBroken() && q.enableNotification());
+	}
+	vring->getKick().notify();
 	return {};
 }
 

@@ -66,6 +66,7 @@ public:
 private:
 	static constexpr size_t kMaxPieces = 1024;
 	static constexpr unsigned kBurst = 32;
+	static constexpr unsigned kBurstsPerEvent = 16;
 
 	void publish(vhost::VringState &vring, QueueCounters &c);
 	/** \brief Take at most \a max chains, return them, publish and notify once. */

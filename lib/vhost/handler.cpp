@@ -888,8 +888,12 @@ Result<void> VhostUserHandler::setVringFd(FrontendRequest request, Message &msg)
 	VringSlot &s = **slot;
 	bool noFd = (value & kVringNoFdMask) != 0;
 	EventFd fd;
-	if (!noFd)
-		fd = EventFd(msg.takeFd(0));
+	if (!noFd) {
+		auto adopted = EventFd::adopt(msg.takeFd(0));
+		if (!adopted)
+			return adopted.error();
+		fd = std::move(*adopted);
+	}
 
 	switch (request) {
 	case FrontendRequest::SetVringKick:
@@ -962,7 +966,8 @@ Result<void> VhostUserHandler::getConfig(const Message &msg, Reply &reply)
 	out.offset = request.offset;
 	out.size = request.size;
 	out.flags = request.flags;
-	std::memcpy(out.payload, data.data(), data.size());
+	if (!data.empty())
+		std::memcpy(out.payload, data.data(), data.size());
 	std::memcpy(reply.payload, &out, kConfigHeaderSize + data.size());
 	reply.size = kConfigHeaderSize + static_cast<uint32_t>(data.size());
 	return {};

@@ -81,6 +81,11 @@ Result<void> PackedQueue::translate(const GuestMemory &mem)
 	auto *deviceEvent = mem.translateQva(deviceEventQva_, sizeof(PackedEventSuppress));
 	if (!desc || !driverEvent || !deviceEvent)
 		return Error{ EFAULT, "ring not wholly inside one guest memory region" };
+	/* Aligned front-end addresses are not enough: a region's address can be unaligned. */
+	if (reinterpret_cast<uintptr_t>(desc) % 16 ||
+	    reinterpret_cast<uintptr_t>(driverEvent) % 4 ||
+	    reinterpret_cast<uintptr_t>(deviceEvent) % 4)
+		return Error{ EINVAL, "ring not aligned in the back-end's mapping" };
 	desc_ = reinterpret_cast<PackedDesc *>(desc);
 	driverEvent_ = reinterpret_cast<PackedEventSuppress *>(driverEvent);
 	deviceEvent_ = reinterpret_cast<PackedEventSuppress *>(deviceEvent);

@@ -65,6 +65,10 @@ Result<void> SplitQueue::translate(const GuestMemory &mem)
 	auto *used = mem.translateQva(usedQva_, virtio::splitUsedSize(size_));
 	if (!desc || !avail || !used)
 		return Error{ EFAULT, "ring not wholly inside one guest memory region" };
+	/* Aligned front-end addresses are not enough: a region's address can be unaligned. */
+	if (reinterpret_cast<uintptr_t>(desc) % 16 || reinterpret_cast<uintptr_t>(avail) % 2 ||
+	    reinterpret_cast<uintptr_t>(used) % 4)
+		return Error{ EINVAL, "ring not aligned in the back-end's mapping" };
 	desc_ = reinterpret_cast<SplitDesc *>(desc);
 	avail_ = reinterpret_cast<virtio::SplitAvail *>(avail);
 	used_ = reinterpret_cast<virtio::SplitUsed *>(used);

@@ -65,6 +65,23 @@ TEST(EventFd, AdoptsAnEventFdFromAPeer)
 	EXPECT_EQ(efd.drain(), 1u);
 }
 
+TEST(EventFd, AdoptRefusesWhatIsNotAnEventFd)
+{
+	int raw = ::eventfd(0, EFD_CLOEXEC);
+	ASSERT_GE(raw, 0);
+	auto adopted = EventFd::adopt(UniqueFd(raw));
+	ASSERT_TRUE(adopted);
+	EXPECT_EQ(adopted->fd(), raw);
+
+	/* A pipe whose reader is gone would raise SIGPIPE on notify(). */
+	int ends[2];
+	ASSERT_EQ(::pipe2(ends, O_CLOEXEC), 0);
+	UniqueFd reader(ends[0]);
+	auto pipe = EventFd::adopt(UniqueFd(ends[1]));
+	ASSERT_FALSE(pipe);
+	EXPECT_EQ(pipe.error().code, EINVAL);
+}
+
 TEST(EventFd, KeepsWorkingAfterMove)
 {
 	auto created = EventFd::create();

@@ -401,6 +401,19 @@ TEST_F(SplitQueueRing, TranslateRefusesRingStraddlingTwoRegions)
 	EXPECT_FALSE(queue_.isTranslated());
 }
 
+TEST_F(SplitQueueRing, TranslateRefusesRingsUnalignedInTheMapping)
+{
+	/* A region whose front-end address is odd: aligned ring addresses land on odd bytes. */
+	uint64_t gpa = kGpa + kSize, qva = kQva + kSize + 0x100001;
+	ASSERT_TRUE(ram_.add(gpa, 0x10000, qva));
+	rebuildMemory();
+	ASSERT_TRUE(queue_.setAddresses(qva + 0x1fff, qva + 0x2fff, qva + 0x3fff).has_value());
+	auto result = queue_.translate(*memory_);
+	ASSERT_FALSE(result.has_value());
+	EXPECT_EQ(result.error().code, EINVAL);
+	EXPECT_FALSE(queue_.isTranslated());
+}
+
 /* ---- pop(): good chains ---- */
 
 TEST_F(SplitQueueRing, PopReturnsEmptyWhenNotReady)

@@ -22,6 +22,12 @@ public:
 
 	/** \brief Create a non-blocking, close-on-exec eventfd. */
 	static Result<EventFd> create();
+	/**
+	 * \brief Adopt \a fd from a peer once it is known to be an eventfd (its fdinfo says so;
+	 * taken on trust where /proc is not mounted). A pipe or a socket would raise SIGPIPE in
+	 * notify() once its reader is gone. \return EINVAL for anything else.
+	 */
+	static Result<EventFd> adopt(UniqueFd fd);
 
 	int fd() const { return fd_.get(); }
 	bool isValid() const { return fd_.isValid(); }

@@ -89,6 +89,10 @@ public:
 	 * \brief An event on worker \a threadId: \a deviceEvent is the index in \a vrings of a
 	 * kicked vring (already drained, and enabled), or the data of a listener the back-end
 	 * registered (above numQueues()). \return an error to stop that worker.
+	 *
+	 * Return after a bounded amount of work: a guest can keep a ring busy for ever, and the
+	 * control thread waits for a vring's lock to stop it (a disconnect, GET_VRING_BASE). With
+	 * work left, notify() the ring's kick eventfd to be called again.
 	 */
 	virtual Result<void> handleEvent(uint16_t deviceEvent, uint32_t evset,
 					 std::span<VringT *const> vrings, size_t threadId) = 0;
