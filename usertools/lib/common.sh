@@ -23,6 +23,7 @@ VUB_DEB_PACKAGES=(
 	libgtest-dev libbenchmark-dev
 	dpdk dpdk-dev libdpdk-dev
 	python3 clang-format clang-tidy
+	clang libclang-rt-14-dev
 )
 
 # Packages only some tools use, installed when that tool needs them (vub_install_packages):
