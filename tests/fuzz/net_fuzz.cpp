@@ -44,7 +44,6 @@ namespace {
 
 constexpr uint16_t kRingSize = 256;
 constexpr unsigned kMaxFrames = 16;
-constexpr size_t kHeaderBytes = 12;
 constexpr size_t kFrameHeader = 15;
 
 [[noreturn]] void fail(const char *what)
