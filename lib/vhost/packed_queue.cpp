@@ -291,17 +291,7 @@ void PackedQueue::writeWaiting()
 	bool wrap = waitingWrap_;
 	for (uint16_t i = 0; i < waitingCount_; i++) {
 		const UsedEntry &e = waiting_[i];
-		PackedDesc *d = desc_ + idx;
-		uint16_t flags = usedFlags(wrap, e.len);
-		std::atomic_ref<uint16_t>(d->id).store(e.id, std::memory_order_relaxed);
-		std::atomic_ref<uint32_t>(d->len).store(e.len, std::memory_order_relaxed);
-		if (!headPending_) {
-			headPending_ = true;
-			headIdx_ = idx;
-			headFlags_ = flags;
-		} else {
-			std::atomic_ref<uint16_t>(d->flags).store(flags, std::memory_order_relaxed);
-		}
+		writeUsed(idx, wrap, e.id, e.len);
 		idx = static_cast<uint16_t>(idx + e.descCount);
 		if (idx >= size_) [[unlikely]] {
 			idx = static_cast<uint16_t>(idx - size_);

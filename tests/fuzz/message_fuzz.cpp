@@ -101,15 +101,31 @@ unsigned countGuestMappings()
 }
 
 /* Wait until the daemon has dropped connection \a count and holds what it held before. */
-void waitIdle(Served &s, uint64_t count)
+/* Whether \a done() came true within 5 s. */
+template <typename Done>
+bool within5s(Done &&done)
 {
 	auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-	while (std::chrono::steady_clock::now() < deadline) {
-		if (s.daemon->connectionCount() >= count && !s.daemon->isConnected() &&
-		    countFds() == s.fds && countGuestMappings() == s.guestMappings)
-			return;
+	while (!done()) {
+		if (std::chrono::steady_clock::now() > deadline)
+			return false;
 		std::this_thread::sleep_for(std::chrono::microseconds(200));
 	}
+	return true;
+}
+
+bool dropped(const Served &s, uint64_t count)
+{
+	return s.daemon->connectionCount() >= count && !s.daemon->isConnected();
+}
+
+void waitIdle(Served &s, uint64_t count)
+{
+	if (within5s([&] {
+		    return dropped(s, count) && countFds() == s.fds &&
+			   countGuestMappings() == s.guestMappings;
+	    }))
+		return;
 	std::fprintf(stderr,
 		     "connections %llu (want %llu), connected %d, fds %u (had %u), guest "
 		     "mappings %u (had %u)\n",
@@ -213,16 +229,11 @@ Served &served()
 		made->listener = std::move(*listener);
 		if (!made->daemon->start(made->listener))
 			fail("daemon start");
-		/* One connection first, so that what the first one allocates for good is counted.
-		 */
+		/* One connection first: what it allocates for good is in the baseline. */
 		::close(connectTo(made->path));
 		made->connections = 1;
-		auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-		while (made->daemon->connectionCount() < 1 || made->daemon->isConnected()) {
-			if (std::chrono::steady_clock::now() > deadline)
-				fail("the first connection was not dropped");
-			std::this_thread::sleep_for(std::chrono::microseconds(200));
-		}
+		if (!within5s([&] { return dropped(*made, 1); }))
+			fail("the first connection was not dropped");
 		made->fds = countFds();
 		made->guestMappings = countGuestMappings();
 		return made;

@@ -261,22 +261,10 @@ public:
 	{
 		/* Our own caller's count, taken from lastDescCount(): not guest input. */
 		VUB_ASSERT(descCount >= 1 && descCount <= size_);
-		if (!desc_ || waitingCount_ != 0) [[unlikely]] {
+		if (!desc_ || waitingCount_ != 0) [[unlikely]]
 			addUsedWaiting(id, len, descCount);
-		} else {
-			virtio::PackedDesc *d = desc_ + usedIdx_;
-			std::atomic_ref<uint16_t>(d->id).store(id, std::memory_order_relaxed);
-			std::atomic_ref<uint32_t>(d->len).store(len, std::memory_order_relaxed);
-			uint16_t flags = usedFlags(usedWrap_, len);
-			if (headPending_) {
-				std::atomic_ref<uint16_t>(d->flags).store(
-					flags, std::memory_order_relaxed);
-			} else {
-				headPending_ = true;
-				headIdx_ = usedIdx_;
-				headFlags_ = flags;
-			}
-		}
+		else
+			writeUsed(usedIdx_, usedWrap_, id, len);
 		uint32_t next = uint32_t{ usedIdx_ } + descCount;
 		if (next >= size_) {
 			next -= size_;
@@ -329,11 +317,24 @@ private:
 			  DescriptorChain &chain);
 	ChainError takeDesc(const GuestMemory &mem, const virtio::PackedDesc &d, bool alone,
 			    std::span<DescBuffer> storage, DescriptorChain &chain);
-	/** The flags of a used descriptor written in the lap of \a wrap. */
-	static uint16_t usedFlags(bool wrap, uint32_t len)
+	/**
+	 * Write the used descriptor (\a id, \a len) at \a idx in the lap of \a wrap; the first
+	 * one since publishUsed() keeps its old flags until then.
+	 */
+	void writeUsed(uint16_t idx, bool wrap, uint16_t id, uint32_t len)
 	{
-		return (wrap ? virtio::kPackedDescFAvail | virtio::kPackedDescFUsed : 0) |
-		       (len > 0 ? virtio::kPackedDescFWrite : 0);
+		virtio::PackedDesc *d = desc_ + idx;
+		std::atomic_ref<uint16_t>(d->id).store(id, std::memory_order_relaxed);
+		std::atomic_ref<uint32_t>(d->len).store(len, std::memory_order_relaxed);
+		uint16_t flags = (wrap ? virtio::kPackedDescFAvail | virtio::kPackedDescFUsed : 0) |
+				 (len > 0 ? virtio::kPackedDescFWrite : 0);
+		if (headPending_) {
+			std::atomic_ref<uint16_t>(d->flags).store(flags, std::memory_order_relaxed);
+		} else {
+			headPending_ = true;
+			headIdx_ = idx;
+			headFlags_ = flags;
+		}
 	}
 	/** addUsed() on a ring that is not mapped, or behind chains that wait already. */
 	void addUsedWaiting(uint16_t id, uint32_t len, uint16_t descCount);
