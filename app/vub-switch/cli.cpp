@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include <rte_cycles.h>
+#include <rte_mempool.h>
 
 #include "vub/base/log.h"
 
@@ -239,6 +240,16 @@ std::string Cli::macTable() const
 	return out;
 }
 
+std::string Cli::mempools() const
+{
+	std::string out;
+	for (const rte_mempool *pool : sw_.pools())
+		append(out, "mempool %s (numa node %d): %u mbufs, %u in use, %u available\n",
+		       pool->name, pool->socket_id, pool->size, rte_mempool_in_use_count(pool),
+		       rte_mempool_avail_count(pool));
+	return out;
+}
+
 std::string Cli::exitSummary() const
 {
 	std::string out;
@@ -276,6 +287,7 @@ std::string Cli::help() const
 	       "  show lcores                  worker lcores, their rx queues and busy share\n"
 	       "  show rxq                     each rx queue: worker, numa node, cycles per packet\n"
 	       "  show mac table               the learnt MAC addresses\n"
+	       "  show mempool                 each mbuf pool: size, in use, available\n"
 	       "  clear mac table\n"
 	       "  port add vhost-user:path=SOCK[,queues=N][,client=1] | ethdev:DEVARGS\n"
 	       "  port del PORT\n"
@@ -386,6 +398,8 @@ std::string Cli::execute(const std::string &line, bool &quit)
 		return rxqs();
 	if (is({ "show", "mac", "table" }))
 		return macTable();
+	if (is({ "show", "mempool" }))
+		return mempools();
 	if (is({ "clear", "mac", "table" })) {
 		sw_.clearMacTable();
 		return "MAC table cleared\n";

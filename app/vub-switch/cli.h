@@ -36,6 +36,7 @@ private:
 	std::string lcores() const;
 	std::string rxqs() const;
 	std::string macTable() const;
+	std::string mempools() const;
 	std::string help() const;
 
 	Switch &sw_;

@@ -159,6 +159,8 @@ public:
 	/** \brief The ports by id; null where none. */
 	const std::array<std::unique_ptr<SwitchPort>, kMaxPorts> &ports() const { return ports_; }
 	const std::vector<std::unique_ptr<Worker>> &workers() const { return workers_; }
+	/** \brief The mbuf pools, one per NUMA node that runs workers. */
+	const std::vector<rte_mempool *> &pools() const { return pools_; }
 	const Plan &plan() const { return *plan_.load(); }
 	const MacLearning &macLearning() const { return mac_; }
 	uint32_t nowS() const { return nowS_.load(std::memory_order_relaxed); }
