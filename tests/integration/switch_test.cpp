@@ -737,6 +737,33 @@ TEST(Switch, EthdevRingPortIsSwitchedWithAVhostUserPort)
 
 /* ---- 3. A guest killed and restarted ---- */
 
+/**
+ * vub-switch in io mode at its prompt: port 0 <-> port 1, port 2 loops back to itself, on
+ * \a sock. \return nullptr, with a failure recorded, when it does not start.
+ */
+std::unique_ptr<VubSwitchCli> startIoSwitchOfThreePorts(const std::string &binary,
+							 TempDir &dir, const std::string (&sock)[3],
+							 LogDump &dump)
+{
+	std::string error;
+	auto sw = VubSwitchCli::start(binary,
+				      { "-i", "--runtime-dir", dir.path(), "--forward-mode=io",
+					"--auto-start", "--port", "vhost-user:path=" + sock[0],
+					"--port", "vhost-user:path=" + sock[1], "--port",
+					"vhost-user:path=" + sock[2] },
+				      dir.file("switch.log"), &error);
+	if (!sw) {
+		ADD_FAILURE() << "cannot start vub-switch: " << error;
+		return nullptr;
+	}
+	dump.add("vub-switch", sw->process().logPath());
+	if (!sw->waitForPrompt()) {
+		ADD_FAILURE() << "no vub> prompt from vub-switch";
+		return nullptr;
+	}
+	return sw;
+}
+
 TEST(Switch, KilledClientReconnectsWhileOtherPortsForward)
 {
 	std::string binary;
@@ -748,17 +775,8 @@ TEST(Switch, KilledClientReconnectsWhileOtherPortsForward)
 	std::string error;
 	const std::string sock[3] = { dir.file("p0.sock"), dir.file("p1.sock"),
 				      dir.file("p2.sock") };
-
-	/* io: port 0 <-> port 1 (no guest), port 2 loops back to itself. */
-	auto sw = VubSwitchCli::start(binary,
-				      { "-i", "--runtime-dir", dir.path(), "--forward-mode=io",
-					"--auto-start", "--port", "vhost-user:path=" + sock[0],
-					"--port", "vhost-user:path=" + sock[1], "--port",
-					"vhost-user:path=" + sock[2] },
-				      dir.file("switch.log"), &error);
-	ASSERT_TRUE(sw) << "cannot start vub-switch: " << error;
-	dump.add("vub-switch", sw->process().logPath());
-	ASSERT_TRUE(sw->waitForPrompt()) << "no vub> prompt from vub-switch";
+	auto sw = startIoSwitchOfThreePorts(binary, dir, sock, dump);
+	ASSERT_TRUE(sw);
 
 	auto a = startGuest(guestOptions(sock[2], kMac1), dir.file("guestA.log"),
 			    "guest A on port 2 (testpmd)", dump, &error);
@@ -843,6 +861,145 @@ TEST(Switch, KilledClientReconnectsWhileOtherPortsForward)
 		<< "vub-switch on quit: " << (status ? status->toString() : "still running");
 	EXPECT_EQ(exitStats.size(), 3u) << "one exit line per port";
 	EXPECT_GT(exitStats[2].rxPackets, 0u);
+}
+
+/** What a process holds that a connection could leak: fds, mappings, the switch's mbufs. */
+struct Holdings {
+	size_t fds = 0;
+	size_t mappings = 0;
+	uint64_t mbufsInUse = 0;
+
+	bool operator==(const Holdings &) const = default;
+	std::string toString() const
+	{
+		return std::to_string(fds) + " fds, " + std::to_string(mappings) + " mappings, " +
+		       std::to_string(mbufsInUse) + " mbufs in use";
+	}
+};
+
+/** The switch's fds and mappings (/proc) and its pools' mbufs in use (`show mempool`). */
+std::optional<Holdings> holdings(VubSwitchCli &sw)
+{
+	Holdings h;
+	const std::string proc = "/proc/" + std::to_string(sw.process().pid());
+	std::error_code ec;
+	for (auto it = std::filesystem::directory_iterator(proc + "/fd", ec);
+	     !ec && it != std::filesystem::directory_iterator(); it.increment(ec))
+		h.fds++;
+	std::ifstream maps(proc + "/maps");
+	for (std::string line; std::getline(maps, line);)
+		h.mappings++;
+	auto reply = sw.command("show mempool");
+	if (ec || !maps.eof() || !reply)
+		return std::nullopt;
+	static const std::regex kInUse("([0-9]+) in use");
+	auto it = std::sregex_iterator(reply->begin(), reply->end(), kInUse);
+	if (it == std::sregex_iterator())
+		return std::nullopt;
+	for (; it != std::sregex_iterator(); ++it)
+		h.mbufsInUse += std::stoull((*it)[1].str());
+	return h;
+}
+
+/**
+ * A guest killed with SIGKILL in the middle of its traffic, again and again (VUB_KILL_ROUNDS,
+ * 100 by default), alternating split and packed rings: each time the port goes down and serves
+ * the next guest, another port keeps forwarding, and in the end the switch holds exactly the
+ * fds, mappings and mbufs it held before.
+ */
+TEST(Switch, GuestsKilledMidTrafficLeaveNoFdMappingOrMbuf)
+{
+	std::string binary;
+	requireSwitchAndTestpmd(binary);
+	if (IsSkipped())
+		return;
+	unsigned rounds = 100;
+	if (const char *env = std::getenv("VUB_KILL_ROUNDS"); env && *env)
+		rounds = static_cast<unsigned>(std::stoul(env));
+	TempDir dir("vub-switch-");
+	LogDump dump;
+	std::string error;
+	const std::string sock[3] = { dir.file("p0.sock"), dir.file("p1.sock"),
+				      dir.file("p2.sock") };
+	/* Port 0 takes the guests killed, port 2 guest A. */
+	auto sw = startIoSwitchOfThreePorts(binary, dir, sock, dump);
+	ASSERT_TRUE(sw);
+	auto a = startGuest(guestOptions(sock[2], kMac1), dir.file("guestA.log"),
+			    "guest A on port 2 (testpmd)", dump, &error);
+	ASSERT_TRUE(a) << error;
+	ASSERT_TRUE(guestReady(*a, "guest A"));
+
+	/* One guest that sends from the start and dies; its log is kept only for the last. */
+	auto killOne = [&](unsigned round) {
+		SCOPED_TRACE("guest " + std::to_string(round));
+		const bool packed = round % 2;
+		TestpmdOptions options = guestOptions(sock[0], kMac2,
+						      { "--forward-mode=txonly", "--auto-start" });
+		options.vdev = "net_virtio_user0,path=" + sock[0] +
+			       ",queues=1,queue_size=256,mrg_rxbuf=1,in_order=0,mac=" + kMac2 +
+			       (packed ? ",packed_vq=1" : ",packed_vq=0");
+		std::string log = dir.file("guestB.log");
+		auto b = Testpmd::start(options, log, &error);
+		ASSERT_TRUE(b) << error;
+		ASSERT_TRUE(guestReady(*b, packed ? "guest B (packed)" : "guest B (split)"))
+			<< b->process().output();
+		ASSERT_TRUE(waitForLinks(*sw, { { 0, true } }, false))
+			<< "port 0 did not take guest " << round;
+		auto before = sw->showPortStats();
+		ASSERT_TRUE(before);
+		auto sending = waitForSwitchRx(*sw, 0, (*before)[0].rxPackets + 1);
+		ASSERT_TRUE(sending);
+		ASSERT_GT((*sending)[0].rxPackets, (*before)[0].rxPackets)
+			<< "guest " << round << "'s traffic did not reach the switch";
+		auto killed = b->process().terminate(SIGKILL, 5000);
+		ASSERT_TRUE(killed && killed->signal == SIGKILL)
+			<< "guest " << round << ": " << (killed ? killed->toString() : "not reaped");
+		b.reset();
+		ASSERT_TRUE(waitForLinks(*sw, { { 0, false } }, false, kSettleTimeoutMs))
+			<< "port 0's link stayed up after guest " << round << " was killed";
+		ASSERT_TRUE(sw->process().running()) << "vub-switch died with guest " << round;
+	};
+	/* What the first connection sets up once (a worker's queues, pool caches) stays. */
+	ASSERT_NO_FATAL_FAILURE(killOne(0));
+	/* Nothing moves while we count: guest A is idle and port 0 has no guest. */
+	auto baseline = holdings(*sw);
+	ASSERT_TRUE(baseline) << "cannot read vub-switch's /proc entries or `show mempool`";
+	EXPECT_EQ(baseline->mbufsInUse, 0u) << "mbufs held with no traffic: " << baseline->toString();
+
+	ASSERT_TRUE(a->setForwardMode("io"));
+	auto reply = a->command("start tx_first");
+	ASSERT_TRUE(reply && reply->find("packet forwarding - ports=") != std::string::npos)
+		<< "start tx_first: " << reply.value_or("no answer");
+	auto aRx = guestRxPackets(*a);
+	ASSERT_TRUE(aRx);
+	for (unsigned round = 1; round <= rounds; round++) {
+		ASSERT_NO_FATAL_FAILURE(killOne(round));
+		if (round % 10 && round != rounds)
+			continue;
+		auto rx = guestRxPackets(*a);
+		ASSERT_TRUE(rx) << "guest A does not answer after guest " << round;
+		EXPECT_GT(*rx, *aRx) << "port 2 stopped forwarding for guest A by guest " << round;
+		aRx = rx;
+	}
+	ASSERT_TRUE(a->stopForwarding());
+
+	/* Unmapping waits for the workers' grace period: poll until the counts settle. */
+	std::optional<Holdings> now;
+	auto deadline =
+		std::chrono::steady_clock::now() + std::chrono::milliseconds(kSettleTimeoutMs);
+	do {
+		std::this_thread::sleep_for(kPollInterval);
+		now = holdings(*sw);
+		ASSERT_TRUE(now) << "cannot read vub-switch's /proc entries or `show mempool`";
+	} while (!(*now == *baseline) && std::chrono::steady_clock::now() < deadline);
+	EXPECT_EQ(now->toString(), baseline->toString())
+		<< "after " << rounds << " guests killed mid-traffic";
+
+	std::map<unsigned, SwitchPortStats> exitStats;
+	auto status = sw->quit(&exitStats);
+	ASSERT_TRUE(status && status->success())
+		<< "vub-switch on quit: " << (status ? status->toString() : "still running");
+	EXPECT_GT(exitStats[0].rxPackets, rounds) << "what the killed guests sent";
 }
 
 /* ---- 3b. A client-mode port: the guest owns the socket ---- */
