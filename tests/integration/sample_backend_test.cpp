@@ -920,6 +920,9 @@ TEST(BackendExitEvent, WritingItStopsTheWorker)
 	std::this_thread::sleep_for(std::chrono::milliseconds(100));
 	EXPECT_EQ(frontend->queue(1).usedIdx(), 1u) << "the worker went on after its exit event";
 	EXPECT_TRUE(frontend->getFeatures()) << "the control thread is not affected";
+	/* The daemon serves the listener until it is gone: it goes first (TSan saw the race). */
+	frontend.reset();
+	daemon->reset();
 }
 
 } /* namespace */
