@@ -35,7 +35,7 @@ uint64_t SampleBackend::protocolFeatures() const
 	       protocol::mask(protocol::kResetDevice) | protocol::mask(protocol::kStatus) |
 	       protocol::mask(protocol::kConfigureMemSlots) |
 	       protocol::mask(protocol::kInbandNotifications) | protocol::mask(protocol::kRarp) |
-	       protocol::mask(protocol::kMtu);
+	       protocol::mask(protocol::kMtu) | protocol::mask(protocol::kInflightShmfd);
 }
 
 Result<void> SampleBackend::sendRarp(const uint8_t (&mac)[6])

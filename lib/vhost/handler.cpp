@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "handler.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -22,7 +23,8 @@ constexpr uint64_t kImplementedProtocolFeatures =
 	mask(protocol::kMq) | mask(protocol::kRarp) | mask(protocol::kReplyAck) |
 	mask(protocol::kMtu) | mask(protocol::kBackendReq) | mask(protocol::kConfig) |
 	mask(protocol::kResetDevice) | mask(protocol::kInbandNotifications) |
-	mask(protocol::kConfigureMemSlots) | mask(protocol::kStatus);
+	mask(protocol::kConfigureMemSlots) | mask(protocol::kStatus) |
+	mask(protocol::kInflightShmfd);
 
 /** How big a request's payload must be. */
 enum class Size : uint8_t { None, U64, State, Addr, MemTable, Region, Log, Iotlb, Config, Inflight, Uuid, Any };
@@ -70,8 +72,8 @@ constexpr Rule kRules[] = {
 	/* POSTCOPY_ADVISE */ { Size::None, Fds::None, true, false, -1 },
 	/* POSTCOPY_LISTEN */ { Size::None, Fds::None, false, false, -1 },
 	/* POSTCOPY_END */ { Size::None, Fds::None, true, false, -1 },
-	/* GET_INFLIGHT_FD */ { Size::Inflight, Fds::None, true, false, -1 },
-	/* SET_INFLIGHT_FD */ { Size::Inflight, Fds::One, false, false, -1 },
+	/* GET_INFLIGHT_FD */ { Size::Inflight, Fds::None, true, true, protocol::kInflightShmfd },
+	/* SET_INFLIGHT_FD */ { Size::Inflight, Fds::One, false, true, protocol::kInflightShmfd },
 	/* GPU_SET_SOCKET */ { Size::None, Fds::One, false, false, -1 },
 	/* RESET_DEVICE */ { Size::None, Fds::None, false, true, protocol::kResetDevice },
 	/* VRING_KICK */ { Size::State, Fds::None, false, true, protocol::kInbandNotifications },
@@ -465,6 +467,7 @@ void VhostUserHandler::resetDeviceState()
 	}
 	regions_.clear();
 	mem_->replace(std::make_unique<GuestMemory>());
+	inflight_ = InflightArea();
 	ackedFeatures_ = 0;
 	ackedProtocolFeatures_ = 0;
 	featuresSet_ = false;
@@ -604,6 +607,10 @@ Result<void> VhostUserHandler::dispatch(FrontendRequest request, Message &msg, R
 		return {};
 	case FrontendRequest::ResetDevice:
 		return resetDevice();
+	case FrontendRequest::GetInflightFd:
+		return getInflightFd(msg.payloadAs<InflightMsg>(), reply);
+	case FrontendRequest::SetInflightFd:
+		return setInflightFd(msg);
 	case FrontendRequest::SendRarp: {
 		uint8_t mac[6];
 		std::memcpy(mac, msg.payload, sizeof(mac));
@@ -838,6 +845,8 @@ void VhostUserHandler::tryStart(VringSlot &slot)
 					name_.c_str());
 				return false;
 			}
+			if constexpr (std::is_same_v<std::decay_t<decltype(queue)>, SplitQueue>)
+				startInflight(slot, queue);
 			queue.setReady(true);
 			return true;
 		});
@@ -852,6 +861,21 @@ void VhostUserHandler::tryStart(VringSlot &slot)
 			vring->isPacked() ? "packed" : "split", node);
 	}
 	updateKickWatch(slot);
+}
+
+void VhostUserHandler::startInflight(VringSlot &slot, SplitQueue &queue)
+{
+	auto index = static_cast<uint32_t>(&slot - vrings_.data());
+	InflightQueueSplit *region = inflight_.isValid() ? inflight_.splitQueue(index) : nullptr;
+	if (region && queue.size() > inflight_.queueSize()) {
+		VUB_LOG(Vring, Warning, "%s: vring %u of %u entries, inflight area for %u: not tracked",
+			name_.c_str(), index, queue.size(), inflight_.queueSize());
+		region = nullptr;
+	}
+	queue.setInflight(region);
+	if (uint16_t resubmitted = queue.recoverInflight())
+		VUB_LOG(Vring, Info, "%s: vring %u: %u chains taken before a restart come again",
+			name_.c_str(), index, resubmitted);
 }
 
 void VhostUserHandler::updateKickWatch(VringSlot &slot)
@@ -977,6 +1001,50 @@ Result<void> VhostUserHandler::setConfig(const Message &msg)
 {
 	auto request = msg.payloadAs<ConfigMsg>();
 	return backend_->setConfig(request.offset, std::span<const uint8_t>(request.payload, request.size));
+}
+
+Result<void> VhostUserHandler::checkInflightRequest(const InflightMsg &request)
+{
+	if (anyVringStarted())
+		return Error{ EBUSY, "inflight area changed while a ring runs" };
+	if (request.numQueues == 0 || request.numQueues > vrings_.size())
+		return Error{ EINVAL, "inflight area for no queue or more queues than the device has" };
+	if (request.queueSize == 0 || request.queueSize > backend_->maxQueueSize())
+		return Error{ EINVAL, "inflight area for queues of size 0 or above the maximum" };
+	return {};
+}
+
+Result<void> VhostUserHandler::getInflightFd(const InflightMsg &request, Reply &reply)
+{
+	VUB_TRY(checkInflightRequest(request));
+	/* Packed rings are not tracked: an area of size 0 tells the front-end so. */
+	if (ackedFeatures_ & virtio::bit(virtio::kFRingPacked)) {
+		inflight_ = InflightArea();
+		reply.set(InflightMsg{ 0, 0, request.numQueues, request.queueSize, 0 });
+		return {};
+	}
+	/* A new area each time, the last one unmapped and closed (CVE-2020-10726). */
+	auto area = InflightArea::create(request.numQueues, request.queueSize);
+	if (!area)
+		return area.error();
+	int fd = ::fcntl(area->fd(), F_DUPFD_CLOEXEC, 0);
+	if (fd < 0)
+		return errnoError("dup of the inflight fd");
+	inflight_ = std::move(*area);
+	reply.set(inflight_.describe());
+	reply.fd = fd;
+	return {};
+}
+
+Result<void> VhostUserHandler::setInflightFd(Message &msg)
+{
+	const auto &request = msg.payloadAs<InflightMsg>();
+	VUB_TRY(checkInflightRequest(request));
+	auto area = InflightArea::adopt(msg.takeFd(0), request);
+	if (!area)
+		return area.error();
+	inflight_ = std::move(*area);
+	return {};
 }
 
 Result<void> VhostUserHandler::resetDevice()

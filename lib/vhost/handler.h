@@ -13,6 +13,7 @@
 #include "vub/vhost/connection.h"
 #include "vub/vhost/daemon.h"
 #include "vub/vhost/guest_memory.h"
+#include "vub/vhost/inflight.h"
 #include "vub/vhost/message.h"
 #include "vub/vhost/vring.h"
 
@@ -111,6 +112,11 @@ private:
 	Result<void> getConfig(const Message &msg, Reply &reply);
 	Result<void> setConfig(const Message &msg);
 	Result<void> resetDevice();
+	Result<void> checkInflightRequest(const InflightMsg &request);
+	Result<void> getInflightFd(const InflightMsg &request, Reply &reply);
+	Result<void> setInflightFd(Message &msg);
+	/** \brief Give a starting split ring its inflight region and recover what it holds. */
+	void startInflight(VringSlot &slot, SplitQueue &queue);
 	/** \brief Start the ring when it can be: configured, translated and kicked. */
 	void tryStart(VringSlot &slot);
 	/** \brief Watch the kick fd exactly while the ring is started and enabled. */
@@ -128,6 +134,7 @@ private:
 	std::vector<std::unique_ptr<VringEpollHandler>> workers_;
 	std::vector<std::unique_ptr<VringPoller>> pollers_;
 	std::vector<std::shared_ptr<MemoryRegion>> regions_;
+	InflightArea inflight_;
 
 	uint64_t offeredFeatures_ = 0;
 	uint64_t offeredProtocolFeatures_ = 0;

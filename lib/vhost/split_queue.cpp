@@ -1,6 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "vub/vhost/split_queue.h"
 
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
 #include "chain.h"
 #include "vub/base/log.h"
 
@@ -102,6 +106,12 @@ void SplitQueue::reset()
 	broken_ = false;
 	lastError_ = ChainError::None;
 	regionHint_ = 0;
+	inflight_ = nullptr;
+	inflightCounter_ = 0;
+	inflightUsedIdx_ = 0;
+	resubmit_.clear();
+	resubmitNext_ = 0;
+	resubmitting_ = false;
 }
 
 SplitQueue::PopStatus SplitQueue::refuse(ChainError error)
@@ -116,6 +126,16 @@ SplitQueue::PopStatus SplitQueue::popSlow(const GuestMemory &mem, std::span<Desc
 {
 	if (!ready_ || !desc_ || broken_)
 		return PopStatus::Empty;
+	if (resubmitting_) [[unlikely]] {
+		/* Validated when it was lined up; its inflight state is set already. */
+		uint16_t head = resubmit_[resubmitNext_++];
+		if (resubmitNext_ == resubmit_.size()) {
+			resubmit_.clear();
+			resubmitNext_ = 0;
+			resubmitting_ = false;
+		}
+		return walkChain(mem, head, storage, chain);
+	}
 	uint16_t pending = static_cast<uint16_t>(availIdxSeen_ - lastAvailIdx_);
 	if (pending == 0 || pending > size_) {
 		/* The acquire orders the ring entries below the index after it. */
@@ -144,7 +164,14 @@ SplitQueue::PopStatus SplitQueue::popSlow(const GuestMemory &mem, std::span<Desc
 		return PopStatus::Broken;
 	}
 	lastAvailIdx_++;
+	if (inflight_) [[unlikely]]
+		markInflight(&head, 1);
+	return walkChain(mem, head, storage, chain);
+}
 
+SplitQueue::PopStatus SplitQueue::walkChain(const GuestMemory &mem, uint16_t head,
+					    std::span<DescBuffer> storage, DescriptorChain &chain)
+{
 	chain.head = head;
 	chain.bufferCount = 0;
 	chain.readableBytes = 0;
@@ -193,6 +220,106 @@ SplitQueue::PopStatus SplitQueue::popSlow(const GuestMemory &mem, std::span<Desc
 	}
 	stats_.chains++;
 	return PopStatus::Ok;
+}
+
+void SplitQueue::markInflight(const uint16_t *heads, uint16_t n)
+{
+	InflightDescSplit *desc = inflight_->desc();
+	for (uint16_t i = 0; i < n; i++) {
+		desc[heads[i]].counter = inflightCounter_++;
+		desc[heads[i]].inflight = 1;
+	}
+}
+
+void SplitQueue::linkInflightBatch()
+{
+	InflightDescSplit *desc = inflight_->desc();
+	for (uint16_t i = inflightUsedIdx_; i != usedIdx_; i++) {
+		uint32_t head = std::atomic_ref<uint32_t>(usedRing()[i & (size_ - 1)].id)
+					.load(std::memory_order_relaxed);
+		if (head >= size_)
+			continue; /* rewritten by the guest: its own recovery suffers, no one else's */
+		desc[head].next = inflight_->lastBatchHead;
+		inflight_->lastBatchHead = static_cast<uint16_t>(head);
+	}
+}
+
+void SplitQueue::clearInflightBatch()
+{
+	InflightDescSplit *desc = inflight_->desc();
+	uint16_t head = inflight_->lastBatchHead;
+	uint16_t batch = static_cast<uint16_t>(usedIdx_ - inflightUsedIdx_);
+	for (uint16_t i = 0; i < batch && head < size_; i++) {
+		desc[head].inflight = 0;
+		head = desc[head].next;
+	}
+	inflight_->usedIdx = usedIdx_;
+	inflightUsedIdx_ = usedIdx_;
+}
+
+void SplitQueue::restartInflight(uint16_t guestUsed)
+{
+	std::memset(inflight_->desc(), 0, sizeof(InflightDescSplit) * size_);
+	inflight_->features = 0;
+	inflight_->descNum = size_;
+	inflight_->lastBatchHead = 0;
+	inflight_->usedIdx = guestUsed;
+	inflight_->version = kInflightVersion;
+	inflightCounter_ = 0;
+}
+
+uint16_t SplitQueue::recoverInflight()
+{
+	resubmit_.clear();
+	resubmitNext_ = 0;
+	resubmitting_ = false;
+	if (!inflight_ || !used_)
+		return 0;
+	InflightQueueSplit &region = *inflight_;
+	InflightDescSplit *desc = region.desc();
+	uint16_t guestUsed = guestUsedIdx();
+	usedIdx_ = guestUsed;
+	inflightUsedIdx_ = guestUsed;
+	if (region.version != kInflightVersion || region.descNum != size_) {
+		if (region.version != 0)
+			VUB_LOG(Vring, Warning,
+				"inflight region of version %u for %u entries on a ring of %u: "
+				"started afresh",
+				region.version, region.descNum, size_);
+		restartInflight(guestUsed);
+		return 0;
+	}
+	/* Died between publishing a batch and clearing it: the batch is done. */
+	uint16_t lastBatch = static_cast<uint16_t>(guestUsed - region.usedIdx);
+	if (lastBatch > size_) {
+		VUB_LOG(Vring, Warning,
+			"inflight region at used index %u, the ring at %u (size %u): started afresh",
+			region.usedIdx, guestUsed, size_);
+		restartInflight(guestUsed);
+		return 0;
+	}
+	uint16_t head = region.lastBatchHead;
+	for (uint16_t i = 0; i < lastBatch && head < size_; i++) {
+		desc[head].inflight = 0;
+		head = desc[head].next;
+	}
+	region.usedIdx = guestUsed;
+
+	std::vector<std::pair<uint64_t, uint16_t>> taken;
+	for (uint16_t h = 0; h < size_; h++) {
+		if (desc[h].inflight == 1)
+			taken.emplace_back(desc[h].counter, h);
+		else
+			desc[h].inflight = 0;
+	}
+	std::sort(taken.begin(), taken.end());
+	inflightCounter_ = taken.empty() ? 0 : taken.back().first + 1;
+	for (const auto &[counter, h] : taken)
+		resubmit_.push_back(h);
+	resubmitting_ = !resubmit_.empty();
+	/* Every chain taken is used or lined up again: the next new one follows them. */
+	setNextAvail(static_cast<uint16_t>(guestUsed + resubmit_.size()));
+	return static_cast<uint16_t>(resubmit_.size());
 }
 
 bool SplitQueue::needsNotification()

@@ -106,6 +106,19 @@ std::unique_ptr<TestFrontend> TestFrontend::connect(const std::string &path, int
 	}
 }
 
+Result<void> TestFrontend::reconnect(const std::string &path)
+{
+	auto next = connect(path, timeoutMs_);
+	if (!next)
+		return Error{ ECONNREFUSED, "cannot connect to the back-end again" };
+	conn_ = std::move(next->conn_);
+	backendChannel_ = vhost::Connection();
+	offeredFeatures_ = features_ = 0;
+	offeredProtocolFeatures_ = protocolFeatures_ = 0;
+	queueNum_ = maxMemSlots_ = 0;
+	return {};
+}
+
 std::unique_ptr<TestFrontend> TestFrontend::accept(int listenFd, int timeoutMs)
 {
 	auto deadline = deadlineAfter(timeoutMs);
@@ -644,7 +657,8 @@ Result<void> TestFrontend::startRing(unsigned i, uint32_t base, bool sendCall)
 
 Result<void> TestFrontend::negotiateQemu(const NegotiateOptions &options)
 {
-	VUB_TRY(prepareQueues(options));
+	if (!options.keepQueues || queues_.empty())
+		VUB_TRY(prepareQueues(options));
 	unsigned nq = options.queues;
 	unsigned pairs = (nq + 1) / 2;
 
@@ -692,10 +706,24 @@ Result<void> TestFrontend::negotiateQemu(const NegotiateOptions &options)
 		VUB_TRY(setFeatures(features));
 		if (hasProtocolFeature(protocol::kStatus))
 			VUB_TRY(addStatus(virtio::kStatusFeaturesOk));
+		if (p == 0 && options.inflightFd) {
+			if (!options.inflightFd->isValid()) {
+				auto got = getInflightFd(static_cast<uint16_t>(nq), options.queueSize);
+				if (!got)
+					return got.error();
+				*options.inflightMsg = got->msg;
+				*options.inflightFd = std::move(got->fd);
+			}
+			VUB_TRY(setInflightFd(*options.inflightMsg, options.inflightFd->get()));
+		}
 		if (p == 0)
 			VUB_TRY(sendMemory(options));
-		for (unsigned i = 2 * p; i < end; i++)
-			VUB_TRY(startRing(i, 0, true));
+		for (unsigned i = 2 * p; i < end; i++) {
+			uint32_t base = options.keepQueues && queueState(i).driver
+						? queueState(i).driver->usedIdx()
+						: 0;
+			VUB_TRY(startRing(i, base, true));
+		}
 		if (enableMsgs)
 			for (unsigned i = 2 * p; i < end; i++)
 				VUB_TRY(setVringEnable(i, true));

@@ -61,6 +61,20 @@ struct NegotiateOptions {
 	 * too (vhost_net_start restoring the enable state), not just after the rings are set up.
 	 */
 	bool enableBeforeStart = false;
+	/**
+	 * \brief QEMU only: the rings of the last negotiation stay (a front-end back on a
+	 * restarted back-end, after reconnect()): no prepareQueues(), and each ring's base is
+	 * its used index, as QEMU resets its avail index when the back-end died.
+	 */
+	bool keepQueues = false;
+	/**
+	 * \brief QEMU only, with INFLIGHT_SHMFD in protocolFeatures: the inflight area the
+	 * front-end keeps across back-end restarts. Before SET_MEM_TABLE, negotiateQemu() asks
+	 * GET_INFLIGHT_FD into these when *inflightFd is not valid yet, then sends
+	 * SET_INFLIGHT_FD with them, as QEMU's vhost-user-blk does at every start.
+	 */
+	vhost::InflightMsg *inflightMsg = nullptr;
+	UniqueFd *inflightFd = nullptr;
 };
 
 /**
@@ -110,6 +124,11 @@ public:
 	int fd() const { return conn_.fd(); }
 	/** \brief Close the socket (the back-end sees a disconnect). */
 	void close() { conn_.close(); }
+	/**
+	 * \brief Connect again to \a path (a restarted back-end), keeping the queues; what was
+	 * negotiated is forgotten.
+	 */
+	Result<void> reconnect(const std::string &path);
 	int timeoutMs() const { return timeoutMs_; }
 	void setTimeoutMs(int timeoutMs) { timeoutMs_ = timeoutMs; }
 	/**

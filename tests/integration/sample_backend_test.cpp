@@ -5,6 +5,8 @@
  * virtio-user would drive it.
  */
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -17,7 +19,9 @@
 
 #include "sample_backend.h"
 #include "test_frontend.h"
+#include "vub/base/memory_mapping.h"
 #include "vub/vhost/daemon.h"
+#include "vub/vhost/inflight.h"
 
 using namespace vub;
 using namespace vub::vhost;
@@ -511,6 +515,80 @@ TEST_F(SampleBackendTest, BadChainIsReturnedEmptyAndCounted)
 	EXPECT_EQ(backend_->counters(1).badChains.load(), 1u);
 }
 
+/*
+ * Crash recovery (vhost-user "Inflight I/O tracking"): the front-end keeps the inflight area
+ * of a back-end that dies with chains taken and not returned, and hands it to the next one,
+ * which takes those chains again first, in the order they were taken, then the new ones:
+ * none lost, none returned twice.
+ */
+TEST_F(SampleBackendTest, ChainsTakenByADeadBackendComeBackOnceAfterItRestarts)
+{
+	InflightMsg inflight{};
+	UniqueFd inflightFd;
+	NegotiateOptions o = options();
+	o.protocolFeatures |= protocol::mask(protocol::kInflightShmfd);
+	o.inflightMsg = &inflight;
+	o.inflightFd = &inflightFd;
+	connect();
+	ASSERT_TRUE(frontend_->negotiateQemu(o));
+	ASSERT_TRUE(inflightFd.isValid()) << "GET_INFLIGHT_FD gave no fd";
+	EXPECT_EQ(inflight.numQueues, 4u);
+	EXPECT_EQ(inflight.queueSize, 256u);
+	EXPECT_EQ(inflight.mmapSize, 4 * inflightQueueBytesSplit(256));
+	EXPECT_TRUE(::fcntl(inflightFd.get(), F_GET_SEALS) & F_SEAL_SHRINK);
+	postReadable(1, 10, 32, SampleBackend::kFnvOffset);
+	frontend_->kick(1);
+	ASSERT_TRUE(waitUsed(1, 10));
+	ASSERT_EQ(frontend_->queue(1).collectUsed().size(), 10u);
+
+	/* The back-end dies; five more chains are made available. */
+	daemon_.reset();
+	SplitDriver &d = frontend_->queue(1);
+	std::vector<uint16_t> heads;
+	for (int i = 0; i < 5; i++) {
+		BufferSpec spec{ mem_->alloc(32, 16), 32, false };
+		int head = d.addChain(std::span(&spec, 1));
+		ASSERT_GE(head, 0);
+		heads.push_back(static_cast<uint16_t>(head));
+	}
+	d.publish();
+	/* It had taken the first three (in the order 3rd, 1st, 2nd) and returned none. */
+	auto area = MemoryMapping::mapShared(inflightFd.get(), inflight.mmapSize,
+					     static_cast<off_t>(inflight.mmapOffset));
+	ASSERT_TRUE(area);
+	auto *region = reinterpret_cast<InflightQueueSplit *>(area->data() +
+							      inflightQueueBytesSplit(256));
+	ASSERT_EQ(region->version, kInflightVersion) << "queue 1's region was never started";
+	EXPECT_EQ(region->usedIdx, 10u) << "the region does not follow the used ring";
+	for (uint16_t h = 0; h < 256; h++)
+		ASSERT_EQ(region->desc()[h].inflight, 0) << "head " << h << " still in flight";
+	const uint64_t counters[3] = { 101, 102, 100 };
+	for (int i = 0; i < 3; i++) {
+		region->desc()[heads[i]].counter = counters[i];
+		region->desc()[heads[i]].inflight = 1;
+	}
+
+	backend_ = std::make_shared<SampleBackend>(4, 1024, 2);
+	auto daemon = makeDaemon();
+	ASSERT_TRUE(daemon) << daemon.error().what;
+	daemon_ = std::move(*daemon);
+	ASSERT_TRUE(daemon_->start(listener_));
+	ASSERT_TRUE(frontend_->reconnect(path_));
+	o.keepQueues = true;
+	ASSERT_TRUE(frontend_->negotiateQemu(o));
+	frontend_->kick(1);
+	ASSERT_TRUE(waitUsed(1, 15));
+	auto used = frontend_->queue(1).collectUsed();
+	ASSERT_EQ(used.size(), 5u);
+	const uint16_t expected[5] = { heads[2], heads[0], heads[1], heads[3], heads[4] };
+	for (int i = 0; i < 5; i++)
+		EXPECT_EQ(used[i].id, expected[i]) << "used entry " << i;
+	EXPECT_EQ(frontend_->queue(1).badUsedIds(), 0u) << "a chain was returned twice";
+	EXPECT_EQ(backend_->counters(1).chains.load(), 5u);
+	for (uint16_t h = 0; h < 256; h++)
+		EXPECT_EQ(region->desc()[h].inflight, 0) << "head " << h << " still in flight";
+}
+
 /* Requests that break the protocol are refused; the connection and the daemon stay up. */
 class HostileRequestTest : public SampleBackendTest
 {
@@ -555,6 +633,66 @@ TEST_F(HostileRequestTest, ExtraFdsAreClosed)
 	a.reset();
 	b.reset();
 	EXPECT_EQ(openFdCount(), fds_) << "the back-end kept the extra fds";
+	expectStillServing();
+}
+
+TEST_F(HostileRequestTest, InflightAreasAreCheckedAndNeverLeak)
+{
+	/* Not negotiated: refused. */
+	InflightMsg msg{ 0, 0, 4, 256, 0 };
+	expectRefused(FrontendRequest::SetInflightFd, &msg, sizeof(msg));
+
+	frontend_.reset();
+	connect();
+	NegotiateOptions o = options();
+	o.protocolFeatures |= protocol::mask(protocol::kInflightShmfd);
+	ASSERT_TRUE(frontend_->negotiateQemu(o));
+	ASSERT_TRUE(frontend_->stopQueue(0));
+	ASSERT_TRUE(frontend_->stopQueue(1));
+	ASSERT_TRUE(frontend_->stopQueue(2));
+	ASSERT_TRUE(frontend_->stopQueue(3));
+	/*
+	 * The back-end holds one area at a time: count with one held, once it has closed the
+	 * copy it sent (it answers the next request after that).
+	 */
+	ASSERT_TRUE(frontend_->getInflightFd(4, 256));
+	ASSERT_TRUE(frontend_->getFeatures());
+	fds_ = openFdCount();
+	/* Asked again and again (CVE-2020-10726): each answer replaces the last. */
+	for (int i = 0; i < 200; i++) {
+		auto got = frontend_->getInflightFd(4, 256);
+		ASSERT_TRUE(got) << "GET_INFLIGHT_FD " << i;
+		ASSERT_TRUE(got->fd.isValid());
+	}
+	ASSERT_TRUE(frontend_->getFeatures());
+	EXPECT_EQ(openFdCount(), fds_) << "areas leaked";
+	/* Bad queue counts and sizes (CVE-2021-3839): refused, the fds closed (CVE-2022-0669). */
+	for (auto [queues, size] : { std::pair<uint16_t, uint16_t>{ 0, 256 }, { 5, 256 },
+				    { 0xffff, 256 }, { 4, 0 }, { 4, 2048 } }) {
+		EXPECT_FALSE(frontend_->getInflightFd(queues, size)) << queues << " x " << size;
+	}
+	auto good = frontend_->getInflightFd(4, 256);
+	ASSERT_TRUE(good);
+	UniqueFd unsealed(::memfd_create("unsealed", MFD_CLOEXEC));
+	ASSERT_GE(::ftruncate(unsealed.get(), static_cast<off_t>(good->msg.mmapSize)), 0);
+	int fds[1] = { unsealed.get() };
+	expectRefused(FrontendRequest::SetInflightFd, &good->msg, sizeof(good->msg), fds);
+	InflightMsg bad = good->msg;
+	fds[0] = good->fd.get();
+	for (auto change : { +[](InflightMsg &m) { m.mmapSize += 64; },
+			     +[](InflightMsg &m) { m.mmapOffset = 100; },
+			     +[](InflightMsg &m) { m.mmapOffset = UINT64_MAX - 4095; },
+			     +[](InflightMsg &m) { m.numQueues = 9; },
+			     +[](InflightMsg &m) { m.queueSize = 512; } }) {
+		bad = good->msg;
+		change(bad);
+		expectRefused(FrontendRequest::SetInflightFd, &bad, sizeof(bad), fds);
+	}
+	EXPECT_TRUE(frontend_->setInflightFd(good->msg, good->fd.get()));
+	good->fd.reset();
+	unsealed.reset();
+	EXPECT_EQ(openFdCount(), fds_) << "refused areas' fds kept";
+	ASSERT_TRUE(frontend_->restartQueue(1, frontend_->queue(1).usedIdx()));
 	expectStillServing();
 }
 

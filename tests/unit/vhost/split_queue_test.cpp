@@ -1089,5 +1089,186 @@ TEST_F(SplitQueueRing, ChainKeepsCopiesWhenTheGuestRewritesAnIndirectTable)
 	expectPiece(chain_.buffers[1], ram_.hva(kBufGpa + 0x100), 128, true);
 }
 
+
+/* ---- Inflight I/O tracking (vhost-user "Inflight I/O tracking") ---- */
+
+/* The region of one queue of 8 entries, as the front-end keeps it between back-ends. */
+struct InflightRegion {
+	alignas(64) uint8_t bytes[inflightQueueBytesSplit(8)]{};
+	InflightQueueSplit &header() { return *reinterpret_cast<InflightQueueSplit *>(bytes); }
+	InflightDescSplit &desc(uint16_t head) { return header().desc()[head]; }
+};
+
+class SplitQueueInflight : public SplitQueueRing
+{
+protected:
+	void SetUp() override
+	{
+		static_assert(kN == 8);
+		SplitQueueRing::SetUp();
+		for (uint16_t i = 0; i < kN; i++)
+			setDesc(i, kBufGpa + 0x100 * i, 64);
+		queue_.setInflight(&region_.header());
+		ASSERT_EQ(queue_.recoverInflight(), 0u);
+	}
+	/*
+	 * The back-end died and a new one starts on the same rings and region: the queue reset,
+	 * then configured as SET_VRING_NUM/ADDR/BASE (the front-end's last avail index: the used
+	 * index, as QEMU resets it when GET_VRING_BASE failed) and the kick would.
+	 */
+	uint16_t restart()
+	{
+		queue_.reset();
+		EXPECT_TRUE(queue_.setAddresses(ram_.qva(kDescGpa), ram_.qva(kAvailGpa),
+						ram_.qva(kUsedGpa))
+				    .has_value());
+		EXPECT_TRUE(queue_.translate(*memory_).has_value());
+		queue_.setNextAvail(usedIdx());
+		queue_.setInflight(&region_.header());
+		uint16_t lined = queue_.recoverInflight();
+		queue_.setReady(true);
+		return lined;
+	}
+	std::vector<uint16_t> popHeads(size_t n)
+	{
+		std::vector<uint16_t> heads;
+		for (size_t i = 0; i < n; i++) {
+			EXPECT_EQ(pop(), PopStatus::Ok);
+			heads.push_back(chain_.head);
+		}
+		return heads;
+	}
+
+	InflightRegion region_;
+};
+
+TEST_F(SplitQueueInflight, StartsANewRegion)
+{
+	EXPECT_EQ(region_.header().version, kInflightVersion);
+	EXPECT_EQ(region_.header().descNum, kN);
+	EXPECT_EQ(region_.header().usedIdx, 0u);
+}
+
+TEST_F(SplitQueueInflight, MarksTakenChainsUntilTheirUseIsPublished)
+{
+	for (uint16_t head : { 5, 2, 7 })
+		makeAvailable(head);
+	EXPECT_EQ(popHeads(3), (std::vector<uint16_t>{ 5, 2, 7 }));
+	for (uint16_t head : { 5, 2, 7 })
+		EXPECT_EQ(region_.desc(head).inflight, 1) << head;
+	EXPECT_LT(region_.desc(5).counter, region_.desc(2).counter);
+	EXPECT_LT(region_.desc(2).counter, region_.desc(7).counter);
+
+	queue_.addUsed(2, 0);
+	queue_.addUsed(5, 0);
+	EXPECT_EQ(region_.desc(2).inflight, 1) << "cleared before it is published";
+	queue_.publishUsed();
+	EXPECT_EQ(region_.desc(2).inflight, 0);
+	EXPECT_EQ(region_.desc(5).inflight, 0);
+	EXPECT_EQ(region_.desc(7).inflight, 1);
+	EXPECT_EQ(region_.header().usedIdx, 2u);
+	EXPECT_EQ(region_.header().lastBatchHead, 5u);
+	EXPECT_EQ(region_.desc(5).next, 2u) << "the batch's list, newest first";
+}
+
+TEST_F(SplitQueueInflight, ARestartTakesUnreturnedChainsAgainInTheirOrderThenNewOnes)
+{
+	/* Taken 6, 1, 4; only 1 returned (out of order); then the driver adds 3. */
+	for (uint16_t head : { 6, 1, 4 })
+		makeAvailable(head);
+	popHeads(3);
+	queue_.addUsed(1, 0);
+	queue_.publishUsed();
+	makeAvailable(3);
+
+	EXPECT_EQ(restart(), 2u);
+	EXPECT_EQ(popHeads(3), (std::vector<uint16_t>{ 6, 4, 3 }))
+		<< "the two chains in flight first, as taken, then the new one";
+	EXPECT_EQ(pop(), PopStatus::Empty);
+	EXPECT_EQ(queue_.nextAvail(), 4u);
+	/* Nothing handed back twice: each is used once more, and the region ends empty. */
+	for (uint16_t head : { 6, 4, 3 })
+		queue_.addUsed(head, 0);
+	queue_.publishUsed();
+	EXPECT_EQ(usedIdx(), 4u);
+	for (uint16_t h = 0; h < kN; h++)
+		EXPECT_EQ(region_.desc(h).inflight, 0) << h;
+	EXPECT_EQ(restart(), 0u);
+	EXPECT_EQ(pop(), PopStatus::Empty);
+}
+
+TEST_F(SplitQueueInflight, ARestartFinishesABatchPublishedButNotCleared)
+{
+	for (uint16_t head : { 0, 3, 5 })
+		makeAvailable(head);
+	popHeads(3);
+	queue_.addUsed(3, 0);
+	queue_.addUsed(0, 0);
+	queue_.publishUsed();
+	/* As if the back-end died after the used index store, before clearing the batch. */
+	region_.desc(3).inflight = 1;
+	region_.desc(0).inflight = 1;
+	region_.header().usedIdx = 0;
+
+	EXPECT_EQ(restart(), 1u) << "the batch is done: only 5 is still in flight";
+	EXPECT_EQ(popHeads(1), (std::vector<uint16_t>{ 5 }));
+	EXPECT_EQ(region_.header().usedIdx, 2u);
+	EXPECT_EQ(region_.desc(3).inflight, 0);
+}
+
+TEST_F(SplitQueueInflight, ARestartFindsTheBatchOfTheUsualPath)
+{
+	/* Chains of one direct descriptor: popUsualBurst takes them, a burst at a time. */
+	for (uint16_t head = 0; head < 4; head++)
+		makeAvailable(head);
+	ASSERT_EQ(queue_.available(), 4u);
+	std::array<DescBuffer, 4> buffers{};
+	std::array<uint16_t, 4> ids{};
+	ASSERT_EQ(queue_.popUsualBurst(*memory_, buffers.data(), ids.data(), 4,
+				       [](uint16_t, const DescBuffer &) { return true; }),
+		  4u);
+	queue_.addUsed(ids[0], 0);
+	queue_.publishUsed();
+	EXPECT_EQ(restart(), 3u);
+	EXPECT_EQ(popHeads(3), (std::vector<uint16_t>{ 1, 2, 3 }));
+}
+
+TEST_F(SplitQueueInflight, AHostileRegionIsStartedAfreshOrBounded)
+{
+	for (uint16_t head : { 2, 4 })
+		makeAvailable(head);
+	popHeads(2);
+	/* A size the ring does not have: nothing is trusted. */
+	region_.header().descNum = kN * 2;
+	EXPECT_EQ(restart(), 0u);
+	EXPECT_EQ(region_.header().descNum, kN);
+	EXPECT_EQ(queue_.nextAvail(), 0u) << "the front-end's base stands";
+
+	/* A used index a ring and more behind, garbage flags, a batch list out of the table. */
+	popHeads(2);
+	region_.header().usedIdx = static_cast<uint16_t>(usedIdx() - kN - 1);
+	EXPECT_EQ(restart(), 0u);
+	popHeads(2);
+	region_.desc(6).inflight = 0x7f;
+	region_.header().lastBatchHead = 0xffff;
+	region_.header().usedIdx = static_cast<uint16_t>(usedIdx() - 1);
+	EXPECT_EQ(restart(), 2u) << "the list leaves the table at once; 2 and 4 stay in flight";
+	EXPECT_EQ(region_.desc(6).inflight, 0) << "a flag that is neither 0 nor 1 is cleared";
+	EXPECT_EQ(popHeads(2), (std::vector<uint16_t>{ 2, 4 }));
+}
+
+TEST_F(SplitQueueInflight, ResetStopsTracking)
+{
+	queue_.reset();
+	ASSERT_TRUE(queue_.setAddresses(ram_.qva(kDescGpa), ram_.qva(kAvailGpa),
+					ram_.qva(kUsedGpa))
+			    .has_value());
+	ASSERT_TRUE(queue_.translate(*memory_).has_value());
+	queue_.setReady(true);
+	makeAvailable(3);
+	popHeads(1);
+	EXPECT_EQ(region_.desc(3).inflight, 0);
+}
+
 } /* namespace */
 } /* namespace vub::vhost */

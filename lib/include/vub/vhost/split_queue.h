@@ -4,10 +4,12 @@
 #include <atomic>
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "vub/base/counter.h"
 #include "vub/base/result.h"
 #include "vub/vhost/guest_memory.h"
+#include "vub/vhost/inflight.h"
 #include "vub/virtio/split_ring.h"
 
 namespace vub::vhost {
@@ -149,6 +151,23 @@ public:
 	/** \brief Back to the state of a new queue (size and features are kept). */
 	void reset();
 
+	/**
+	 * \brief Record in \a region which chains are taken and not yet returned (vhost-user
+	 * inflight I/O tracking), or stop recording with null. The region must hold at least
+	 * size() states. Control thread, queue not ready.
+	 */
+	void setInflight(InflightQueueSplit *region) { inflight_ = region; }
+	/**
+	 * \brief When the queue starts (translated): bring the inflight region up to date with
+	 * the used ring, as the specification says, and line up the chains it holds as taken and
+	 * not returned (by a back-end that died) to come first from the next pops, in the order
+	 * they were taken; the avail position moves past them and the used position follows the
+	 * guest's used index. A region that is new, for another size or corrupt is started
+	 * afresh. Every value read from the region is validated. Control thread.
+	 * \return how many chains are lined up.
+	 */
+	uint16_t recoverInflight();
+
 	/* Data path (processing thread). */
 
 	/**
@@ -187,7 +206,7 @@ public:
 						      uint16_t *ids, uint16_t max, Accept &&accept)
 	{
 		uint16_t pending = static_cast<uint16_t>(availIdxSeen_ - lastAvailIdx_);
-		if (pending > size_ || !ready_ || broken_ || !desc_) [[unlikely]]
+		if (pending > size_ || !ready_ || broken_ || !desc_ || resubmitting_) [[unlikely]]
 			return 0;
 		virtio::SplitDesc *const desc = desc_;
 		uint16_t *const ring = availRing();
@@ -226,6 +245,8 @@ public:
 		lastAvailIdx_ = idx;
 		regionHint_ = hint;
 		stats_.chains += n;
+		if (inflight_) [[unlikely]]
+			markInflight(ids, n);
 		return n;
 	}
 	ChainError lastError() const { return lastError_; }
@@ -264,7 +285,11 @@ public:
 	/** \brief Make every addUsed() so far visible: one release store of used->idx. */
 	void publishUsed()
 	{
+		if (inflight_) [[unlikely]]
+			linkInflightBatch();
 		std::atomic_ref<uint16_t>(used_->idx).store(usedIdx_, std::memory_order_release);
+		if (inflight_) [[unlikely]]
+			clearInflightBatch();
 	}
 
 	/**
@@ -309,6 +334,21 @@ private:
 	/** \brief pop() for every chain its inline path does not take. */
 	PopStatus popSlow(const GuestMemory &mem, std::span<DescBuffer> storage,
 			  DescriptorChain &chain);
+	/** \brief Gather and validate the chain that starts at \a head (below the size). */
+	PopStatus walkChain(const GuestMemory &mem, uint16_t head, std::span<DescBuffer> storage,
+			    DescriptorChain &chain);
+	/** \brief Inflight tracking: \a heads taken, in that order. */
+	void markInflight(const uint16_t *heads, uint16_t n);
+	/**
+	 * \brief Inflight tracking, before the used index moves: the list of the batch's heads
+	 * (read back from the used entries written since the last publishUsed()), which recovery
+	 * clears if we die before clearInflightBatch() does.
+	 */
+	void linkInflightBatch();
+	/** \brief Inflight tracking: the batch of used entries just published is done. */
+	void clearInflightBatch();
+	/** \brief Start the inflight region afresh for this ring, at the guest's used index. */
+	void restartInflight(uint16_t guestUsed);
 
 	/* Hot, runtime state first. */
 	alignas(64) virtio::SplitDesc *desc_ = nullptr;
@@ -329,15 +369,25 @@ private:
 	bool ready_ = false;
 	bool broken_ = false;
 	ChainError lastError_ = ChainError::None;
+	/** Chains of a back-end that died wait in resubmit_ for pop(). */
+	bool resubmitting_ = false;
 	uint32_t regionHint_ = 0;
 	/** The flag that makes a buffer writable: 0 when the device only reads. */
 	uint16_t writeFlag_ = virtio::kDescFWrite;
+	/** The inflight region, when the front-end gave one (GET/SET_INFLIGHT_FD). */
+	InflightQueueSplit *inflight_ = nullptr;
 
 	/* Configuration. */
 	alignas(64) uint64_t descQva_ = 0;
 	uint64_t availQva_ = 0;
 	uint64_t usedQva_ = 0;
 	uint16_t maxSize_;
+	/* Inflight tracking: the order of pops, and the heads to take again after a restart. */
+	uint64_t inflightCounter_ = 0;
+	/** The used index at the last publishUsed(): where the next batch starts. */
+	uint16_t inflightUsedIdx_ = 0;
+	std::vector<uint16_t> resubmit_;
+	size_t resubmitNext_ = 0;
 
 	QueueStats stats_;
 };
