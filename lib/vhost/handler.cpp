@@ -459,6 +459,7 @@ void VhostUserHandler::resetDeviceState()
 		stopVring(slot);
 		auto state = slot.vring->getMut();
 		state->setEnabled(false);
+		state->markStopped();
 		state->setCall(EventFd());
 		state->setErr(EventFd());
 		state->setInbandChannel(nullptr, 0);
@@ -825,6 +826,7 @@ void VhostUserHandler::stopVring(VringSlot &slot)
 	{
 		auto vring = slot.vring->getMut();
 		vring->visitQueue([](auto &queue) { queue.setReady(false); });
+		vring->markStopped();
 	}
 	updateKickWatch(slot);
 	/* A kick after the stop must not restart the ring: the front-end sends a new one. */
@@ -845,8 +847,10 @@ void VhostUserHandler::tryStart(VringSlot &slot)
 					name_.c_str());
 				return false;
 			}
-			if constexpr (std::is_same_v<std::decay_t<decltype(queue)>, SplitQueue>)
+			if constexpr (std::is_same_v<std::decay_t<decltype(queue)>, SplitQueue>) {
+				queue.resumeFromUsedIndex();
 				startInflight(slot, queue);
+			}
 			queue.setReady(true);
 			return true;
 		});
@@ -1053,6 +1057,7 @@ Result<void> VhostUserHandler::resetDevice()
 		stopVring(slot);
 		auto vring = slot.vring->getMut();
 		vring->setEnabled(false);
+		vring->markStopped();
 		vring->getQueue().reset();
 		vring->getPackedQueue().reset();
 	}

@@ -222,6 +222,22 @@ SplitQueue::PopStatus SplitQueue::walkChain(const GuestMemory &mem, uint16_t hea
 	return PopStatus::Ok;
 }
 
+bool SplitQueue::resumeFromUsedIndex()
+{
+	if (!used_)
+		return false;
+	uint16_t used = guestUsedIdx();
+	usedIdx_ = used;
+	if (static_cast<uint16_t>(lastAvailIdx_ - used) <= size_)
+		return false;
+	VUB_LOG(Vring, Warning,
+		"next avail index %u does not fit the used index %u (size %u): resuming from %u; "
+		"frames taken before may be taken again",
+		lastAvailIdx_, used, size_, used);
+	setNextAvail(used);
+	return true;
+}
+
 void SplitQueue::markInflight(const uint16_t *heads, uint16_t n)
 {
 	InflightDescSplit *desc = inflight_->desc();

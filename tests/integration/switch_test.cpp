@@ -1059,6 +1059,85 @@ TEST(Switch, ClientPortWaitsForItsGuestAndReconnectsAfterARestart)
 		<< "vub-switch on quit: " << (status ? status->toString() : "still running");
 }
 
+/*
+ * The switch itself killed with SIGKILL under a guest that owns the socket (virtio-user
+ * server=1, as QEMU with server=on): a new switch connects, the guest sets its rings up
+ * again, and the frames it was circulating go round again.
+ */
+TEST(Switch, RestartedSwitchPicksUpTheTrafficOfAGuestThatOwnsTheSocket)
+{
+	std::string binary;
+	requireSwitchAndTestpmd(binary);
+	if (IsSkipped())
+		return;
+	TempDir dir("vub-switch-");
+	LogDump dump;
+	std::string error;
+	const std::string sock = dir.file("guest-server.sock");
+
+	TestpmdOptions options = guestOptions(sock, kMac1);
+	options.vdev += ",server=1";
+	auto guest = startGuest(options, dir.file("guest.log"), "guest (testpmd, server=1)", dump,
+				&error);
+	ASSERT_TRUE(guest) << error;
+	auto startSwitch = [&](const char *log) {
+		auto sw = VubSwitchCli::start(binary,
+					      { "-i", "--runtime-dir", dir.path(),
+						"--forward-mode=io", "--auto-start", "--port",
+						"vhost-user:path=" + sock + ",client=1" },
+					      dir.file(log), &error);
+		EXPECT_TRUE(sw) << "cannot start vub-switch: " << error;
+		if (sw) {
+			dump.add(log, sw->process().logPath());
+			EXPECT_TRUE(sw->waitForPrompt()) << "no vub> prompt from vub-switch";
+		}
+		return sw;
+	};
+	auto sw = startSwitch("switch1.log");
+	ASSERT_TRUE(sw);
+	ASSERT_TRUE(guestReady(*guest, "guest"));
+	ASSERT_TRUE(waitForLinks(*sw, { { 0, true } }));
+	ASSERT_TRUE(guest->setForwardMode("io"));
+	auto reply = guest->command("start tx_first");
+	ASSERT_TRUE(reply && reply->find("packet forwarding - ports=") != std::string::npos)
+		<< "start tx_first: " << reply.value_or("no answer");
+	ASSERT_TRUE(waitForSwitchRx(*sw, 0, 10000));
+
+	for (int restart = 1; restart <= 3; restart++) {
+		SCOPED_TRACE("restart " + std::to_string(restart));
+		auto killed = sw->process().terminate(SIGKILL, 5000);
+		ASSERT_TRUE(killed && killed->signal == SIGKILL);
+		sw.reset();
+		auto before = guestRxPackets(*guest);
+		ASSERT_TRUE(before) << "the guest died with the switch";
+		std::this_thread::sleep_for(300ms);
+		auto still = guestRxPackets(*guest);
+		ASSERT_TRUE(still);
+		EXPECT_EQ(*still, *before) << "frames came back with no switch";
+
+		sw = startSwitch(("switch" + std::to_string(restart + 1) + ".log").c_str());
+		ASSERT_TRUE(sw);
+		ASSERT_TRUE(waitForLinks(*sw, { { 0, true } }))
+			<< "the new switch did not connect to the guest's socket";
+		auto deadline = std::chrono::steady_clock::now() + 10s;
+		std::optional<uint64_t> after;
+		do {
+			std::this_thread::sleep_for(kPollInterval);
+			after = guestRxPackets(*guest);
+			ASSERT_TRUE(after);
+		} while (*after < *still + 10000 && std::chrono::steady_clock::now() < deadline);
+		EXPECT_GE(*after, *still + 10000)
+			<< "the frames in the guest's rings did not go round again\n"
+			<< sw->command("show port xstats 0").value_or("");
+		EXPECT_EQ(sw->process().output().find("broken"), std::string::npos)
+			<< "the new switch found the guest's rings corrupt";
+	}
+	ASSERT_TRUE(guest->stopForwarding());
+	auto status = sw->quit(nullptr);
+	ASSERT_TRUE(status && status->success())
+		<< "vub-switch on quit: " << (status ? status->toString() : "still running");
+}
+
 /* ---- 4. Ports added and removed at run time ---- */
 
 TEST(Switch, PortsAreAddedAndRemovedAtRunTime)

@@ -425,6 +425,8 @@ uint16_t VhostNetPort::dequeueBurst(unsigned pair, rte_mempool *pool, rte_mbuf *
 	if (!state || n == 0)
 		return 0;
 	if (!state->isEnabled()) [[unlikely]] {
+		if (!state->enabledSinceStop())
+			return 0; /* being set up: its enable comes next */
 		if (state->isPacked())
 			drainDisabled(q, *state, state->getPackedQueue());
 		else

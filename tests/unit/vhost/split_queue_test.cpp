@@ -1090,6 +1090,22 @@ TEST_F(SplitQueueRing, ChainKeepsCopiesWhenTheGuestRewritesAnIndirectTable)
 }
 
 
+TEST_F(SplitQueueRing, ABaseThatDoesNotFitTheUsedIndexResumesFromIt)
+{
+	std::atomic_ref<uint16_t>(*usedField(2)).store(100, std::memory_order_release);
+	/* Two chains in flight when the ring stopped: the base stands. */
+	queue_.setNextAvail(102);
+	EXPECT_FALSE(queue_.resumeFromUsedIndex());
+	EXPECT_EQ(queue_.nextAvail(), 102u);
+	EXPECT_EQ(queue_.nextUsed(), 100u);
+	/* Behind the used index (DPDK's virtio-user after our restart sends 0), or a ring ahead. */
+	for (uint16_t base : { uint16_t{ 0 }, uint16_t{ 99 }, uint16_t{ 100 + kN + 1 } }) {
+		queue_.setNextAvail(base);
+		EXPECT_TRUE(queue_.resumeFromUsedIndex()) << base;
+		EXPECT_EQ(queue_.nextAvail(), 100u) << base;
+	}
+}
+
 /* ---- Inflight I/O tracking (vhost-user "Inflight I/O tracking") ---- */
 
 /* The region of one queue of 8 entries, as the front-end keeps it between back-ends. */

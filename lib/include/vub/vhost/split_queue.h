@@ -152,6 +152,15 @@ public:
 	void reset();
 
 	/**
+	 * \brief When the ring starts: a next avail position (SET_VRING_BASE) behind the used
+	 * index the guest sees, or more than a ring ahead of it, cannot be right (a front-end
+	 * that kept its rings while the back-end died and came back sends what it has: DPDK's
+	 * virtio-user in server mode sends 0). Take the used index instead, as DPDK's vhost
+	 * does; the chains after it are taken again (a TX frame may go out twice, an RX buffer
+	 * is filled again). Control thread, translated, not ready. \return whether it moved.
+	 */
+	bool resumeFromUsedIndex();
+	/**
 	 * \brief Record in \a region which chains are taken and not yet returned (vhost-user
 	 * inflight I/O tracking), or stop recording with null. The region must hold at least
 	 * size() states. Control thread, queue not ready.

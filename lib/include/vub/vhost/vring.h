@@ -54,7 +54,21 @@ public:
 	}
 
 	bool isEnabled() const { return enabled_; }
-	void setEnabled(bool enabled) { enabled_ = enabled; }
+	void setEnabled(bool enabled)
+	{
+		enabled_ = enabled;
+		enabledSinceStop_ |= enabled;
+	}
+	/**
+	 * \brief Whether the ring was enabled since it last stopped. A started ring that is
+	 * disabled is processed without side effects (a net device drains its TX); one that was
+	 * not enabled since it stopped is still being set up (DPDK's virtio-user sends the
+	 * enable after the kick that starts it) and is better left alone: draining it would drop
+	 * what a guest that kept its rings across a back-end restart had queued.
+	 */
+	bool enabledSinceStop() const { return enabledSinceStop_; }
+	/** \brief The ring stopped (GET_VRING_BASE, a reset): enabledSinceStop() starts over. */
+	void markStopped() { enabledSinceStop_ = enabled_; }
 	/**
 	 * \brief The NUMA node of the descriptor ring, found when the ring last started; -1 when
 	 * unknown. Any thread.
@@ -130,6 +144,7 @@ private:
 	std::shared_ptr<BackendChannel> inband_;
 	uint32_t index_ = 0;
 	bool enabled_ = false;
+	bool enabledSinceStop_ = false;
 	bool packed_ = false;
 	std::atomic<int> numaNode_{ -1 };
 };
