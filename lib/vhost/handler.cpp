@@ -456,10 +456,10 @@ void VhostUserHandler::shutdown()
 void VhostUserHandler::resetDeviceState()
 {
 	for (auto &slot : vrings_) {
+		/* Disabled first: the stop then leaves it not enabled since (enabledSinceStop). */
+		slot.vring->getMut()->setEnabled(false);
 		stopVring(slot);
 		auto state = slot.vring->getMut();
-		state->setEnabled(false);
-		state->markStopped();
 		state->setCall(EventFd());
 		state->setErr(EventFd());
 		state->setInbandChannel(nullptr, 0);
@@ -1054,10 +1054,9 @@ Result<void> VhostUserHandler::setInflightFd(Message &msg)
 Result<void> VhostUserHandler::resetDevice()
 {
 	for (auto &slot : vrings_) {
+		slot.vring->getMut()->setEnabled(false);
 		stopVring(slot);
 		auto vring = slot.vring->getMut();
-		vring->setEnabled(false);
-		vring->markStopped();
 		vring->getQueue().reset();
 		vring->getPackedQueue().reset();
 	}
