@@ -805,7 +805,9 @@ Result<void> VhostUserHandler::setVringBase(const VringStateMsg &state)
 		return vring->getPackedQueue().setBase(state.num);
 	if (state.num > 0xffff)
 		return Error{ EINVAL, "split ring base above 16 bits" };
+	/* A ring the guest broke is set up again: it may run again. */
 	vring->getQueue().setNextAvail(static_cast<uint16_t>(state.num));
+	vring->getQueue().clearBroken();
 	return {};
 }
 

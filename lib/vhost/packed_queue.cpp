@@ -129,6 +129,8 @@ Result<void> PackedQueue::setBase(uint32_t base)
 	signalledUsedValid_ = false;
 	waitingCount_ = 0;
 	headPending_ = false;
+	/* A ring the guest broke is set up again: it may run again. */
+	broken_ = false;
 	return {};
 }
 

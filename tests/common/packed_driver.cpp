@@ -155,7 +155,7 @@ int PackedDriver::addChain(std::span<const BufferSpec> bufs)
 		advance(idx, wrap, 1);
 	}
 	/* The first descriptor is made available last: it publishes the whole chain. */
-	storeRelease(&descs_[first].flags, firstFlags);
+	publishHead(first, firstFlags);
 	uint16_t count = static_cast<uint16_t>(bufs.size());
 	ids_[id].inFlight = true;
 	ids_[id].count = count;
@@ -197,8 +197,8 @@ int PackedDriver::addIndirectChain(std::span<const BufferSpec> bufs)
 	}
 	writeBody(&descs_[availIdx_], s.indirectGpa, n * static_cast<uint32_t>(sizeof(PackedDesc)),
 		  id);
-	storeRelease(&descs_[availIdx_].flags,
-		     static_cast<uint16_t>(availFlags(availWrap_) | virtio::kPackedDescFIndirect));
+	publishHead(availIdx_,
+		    static_cast<uint16_t>(availFlags(availWrap_) | virtio::kPackedDescFIndirect));
 	s.inFlight = true;
 	s.count = 1;
 	postedIds_.push_back(id);
@@ -206,6 +206,24 @@ int PackedDriver::addIndirectChain(std::span<const BufferSpec> bufs)
 	numAdded_++;
 	advance(availIdx_, availWrap_, 1);
 	return id;
+}
+
+void PackedDriver::publishHead(uint16_t idx, uint16_t flags)
+{
+	if (holdNextHead_) {
+		holdNextHead_ = false;
+		heldHead_ = { idx, flags };
+		return;
+	}
+	storeRelease(&descs_[idx].flags, flags);
+}
+
+void PackedDriver::releaseHeldHead()
+{
+	if (!heldHead_)
+		return;
+	storeRelease(&descs_[heldHead_->first].flags, heldHead_->second);
+	heldHead_.reset();
 }
 
 uint64_t PackedDriver::indirectTableGpa(uint16_t id) const

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -140,6 +141,13 @@ public:
 	void setDescFlags(uint16_t i, uint16_t flags);
 	/** \brief Acquire-load of descriptor \a i's flags. */
 	uint16_t descFlags(uint16_t i) const;
+	/**
+	 * \brief Post the next chain (addChain() or addIndirectChain()) with everything but its
+	 * first descriptor's flags written, so a test can change it before the device may see it;
+	 * releaseHeldHead() then makes it available. Chains posted meanwhile come after it.
+	 */
+	void holdNextHead() { holdNextHead_ = true; }
+	void releaseHeldHead();
 
 private:
 	struct IdState {
@@ -150,6 +158,8 @@ private:
 	};
 
 	int takeId();
+	/** \brief Release-store \a flags into descriptor \a idx, or keep them (holdNextHead()). */
+	void publishHead(uint16_t idx, uint16_t flags);
 	void advance(uint16_t &idx, bool &wrap, uint16_t by) const;
 	virtio::PackedEventSuppress *driverEvent() const;
 	virtio::PackedEventSuppress *deviceEvent() const;
@@ -162,7 +172,7 @@ private:
 	virtio::PackedDesc *descs_ = nullptr;
 
 	std::vector<IdState> ids_;
-	std::vector<uint16_t> freeIds_; /**< a stack */
+	std::vector<uint16_t> freeIds_;	 /**< a stack */
 	std::deque<uint16_t> postedIds_; /**< ids in flight, in the order posted */
 	uint16_t numFree_ = 0;
 	uint16_t availIdx_ = 0;
@@ -174,6 +184,8 @@ private:
 	bool inOrder_ = false;
 	uint64_t badUsedIds_ = 0;
 	uint64_t usedDescsRead_ = 0;
+	bool holdNextHead_ = false;
+	std::optional<std::pair<uint16_t, uint16_t>> heldHead_; /**< descriptor, its flags */
 };
 
 } /* namespace vub::test */

@@ -138,6 +138,8 @@ public:
 	void setReady(bool ready) { ready_ = ready; }
 	bool isReady() const { return ready_; }
 	bool isBroken() const { return broken_; }
+	/** \brief The front-end set the ring up again (SET_VRING_BASE): it may be used again. */
+	void clearBroken() { broken_ = false; }
 	uint16_t nextAvail() const { return lastAvailIdx_; }
 	void setNextAvail(uint16_t idx)
 	{
