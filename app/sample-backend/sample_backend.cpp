@@ -4,6 +4,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <type_traits>
 
 #include "vub/vhost/guest_memory.h"
 #include "vub/vhost/message.h"
@@ -13,8 +14,9 @@ namespace vub::sample {
 
 using namespace vub::vhost;
 
-SampleBackend::SampleBackend(size_t queues, size_t queueSize, size_t threads)
-	: queueSize_(queueSize), threads_(threads), counters_(queues), storage_(queues)
+SampleBackend::SampleBackend(size_t queues, size_t queueSize, size_t threads, bool packedRings)
+	: queueSize_(queueSize), threads_(threads), packedRings_(packedRings), counters_(queues),
+	  storage_(queues)
 {
 	for (auto &s : storage_)
 		s.resize(kMaxPieces);
@@ -25,7 +27,9 @@ SampleBackend::SampleBackend(size_t queues, size_t queueSize, size_t threads)
 uint64_t SampleBackend::features() const
 {
 	return virtio::bit(virtio::kFVersion1) | virtio::bit(virtio::kFEventIdx) |
-	       virtio::bit(virtio::kFIndirectDesc) | virtio::bit(virtio::kVhostUserFProtocolFeatures);
+	       virtio::bit(virtio::kFIndirectDesc) |
+	       virtio::bit(virtio::kVhostUserFProtocolFeatures) |
+	       (packedRings_ ? virtio::bit(virtio::kFRingPacked) : 0);
 }
 
 uint64_t SampleBackend::protocolFeatures() const
@@ -73,7 +77,7 @@ std::vector<uint64_t> SampleBackend::queuesPerThread() const
 
 void SampleBackend::publish(VringState &vring, QueueCounters &c)
 {
-	vring.getQueue().publishUsed();
+	vring.visitQueue([](auto &q) { q.publishUsed(); });
 	if (vring.needsNotification()) {
 		vring.signalUsedQueue();
 		c.notifications.fetch_add(1, std::memory_order_relaxed);
@@ -82,24 +86,30 @@ void SampleBackend::publish(VringState &vring, QueueCounters &c)
 
 unsigned SampleBackend::processBurst(size_t queue, VringState &vring, unsigned max)
 {
+	return vring.visitQueue([&](auto &q) { return processBurst(queue, vring, q, max); });
+}
+
+template <typename Queue>
+unsigned SampleBackend::processBurst(size_t queue, VringState &vring, Queue &q, unsigned max)
+{
+	using PopStatus = typename Queue::PopStatus;
 	QueueCounters &c = counters_[queue];
 	const GuestMemory *mem = vring.memory().memory();
-	SplitQueue &q = vring.getQueue();
 	uint64_t hash = c.readHash.load(std::memory_order_relaxed);
 	uint64_t readBytes = 0, writtenBytes = 0;
 	unsigned n = 0, good = 0;
 	for (; n < max; n++) {
 		DescriptorChain chain;
 		auto status = q.pop(*mem, storage_[queue], chain);
-		if (status == SplitQueue::PopStatus::Empty)
+		if (status == PopStatus::Empty)
 			break;
-		if (status == SplitQueue::PopStatus::Broken) {
+		if (status == PopStatus::Broken) {
 			c.broken.fetch_add(1, std::memory_order_relaxed);
 			vring.signalError();
 			break;
 		}
 		uint32_t written = 0;
-		if (status == SplitQueue::PopStatus::BadChain) {
+		if (status == PopStatus::BadChain) {
 			c.badChains.fetch_add(1, std::memory_order_relaxed);
 		} else {
 			for (const DescBuffer &b : chain.pieces()) {
@@ -116,7 +126,10 @@ unsigned SampleBackend::processBurst(size_t queue, VringState &vring, unsigned m
 			writtenBytes += written;
 			good++;
 		}
-		q.addUsed(chain.head, written);
+		if constexpr (std::is_same_v<Queue, PackedQueue>)
+			q.addUsed(chain.head, written, chain.descCount);
+		else
+			q.addUsed(chain.head, written);
 	}
 	if (n == 0)
 		return 0;
@@ -136,20 +149,20 @@ Result<void> SampleBackend::handleEvent(uint16_t deviceEvent, uint32_t, std::spa
 		return {};
 	size_t queue = threadId + deviceEvent * threads_; /* the inverse of queuesPerThread() */
 	auto vring = vrings[deviceEvent]->getMut();
-	SplitQueue &q = vring->getQueue();
 	/*
 	 * A bounded amount of work per event: the control thread takes this vring's lock to stop
 	 * it, and a guest can keep its ring full for ever (even write its avail index through a
 	 * buffer it gives us to fill). Work left over comes back through our own kick, after the
 	 * worker's other events.
 	 */
-	q.disableNotification();
+	vring->disableNotification();
 	for (unsigned bursts = 0; bursts < kBurstsPerEvent; bursts++) {
 		if (processBurst(queue, *vring, kBurst) == kBurst)
 			continue;
-		if (q.isBroken() || !q.enableNotification())
+		if (vring->visitQueue([](auto &q) { return q.isBroken(); }) ||
+		    !vring->enableNotification())
 			return {};
-		q.disableNotification();
+		vring->disableNotification();
 	}
 	vring->getKick().notify();
 	return {};

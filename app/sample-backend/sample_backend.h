@@ -28,7 +28,9 @@ struct alignas(64) QueueCounters {
  * the driver wrote, fills what the driver offered with a pattern (byte i of a chain's writable
  * part is (queue + i) & 0xff), returns the chain on the used ring with the bytes written, and
  * notifies the guest only when EVENT_IDX or NO_INTERRUPT says so. Refused chains are returned
- * with length 0 and counted. Thread-safe: each queue belongs to one worker.
+ * with length 0 and counted. Split rings, and packed ones when asked to offer them. Each
+ * burst returns every chain it took before it ends, so a ring stopped between two bursts
+ * (GET_VRING_BASE) holds none. Thread-safe: each queue belongs to one worker.
  */
 class SampleBackend final : public vhost::VhostUserBackend
 {
@@ -36,7 +38,8 @@ public:
 	static constexpr uint64_t kFnvOffset = 0xcbf29ce484222325ull;
 	static constexpr uint64_t kFnvPrime = 0x100000001b3ull;
 
-	SampleBackend(size_t queues, size_t queueSize, size_t threads);
+	/** \param packedRings offer VIRTIO_F_RING_PACKED too */
+	SampleBackend(size_t queues, size_t queueSize, size_t threads, bool packedRings = false);
 
 	size_t numQueues() const override { return counters_.size(); }
 	size_t maxQueueSize() const override { return queueSize_; }
@@ -71,9 +74,12 @@ private:
 	void publish(vhost::VringState &vring, QueueCounters &c);
 	/** \brief Take at most \a max chains, return them, publish and notify once. */
 	unsigned processBurst(size_t queue, vhost::VringState &vring, unsigned max);
+	template <typename Queue>
+	unsigned processBurst(size_t queue, vhost::VringState &vring, Queue &q, unsigned max);
 
 	size_t queueSize_;
 	size_t threads_;
+	bool packedRings_;
 	std::vector<QueueCounters> counters_;
 	std::atomic<uint64_t> rarpMac_{ 0 };
 	std::atomic<uint16_t> mtu_{ 0 };

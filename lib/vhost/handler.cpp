@@ -849,10 +849,9 @@ void VhostUserHandler::tryStart(VringSlot &slot)
 					name_.c_str());
 				return false;
 			}
-			if constexpr (std::is_same_v<std::decay_t<decltype(queue)>, SplitQueue>) {
+			if constexpr (std::is_same_v<std::decay_t<decltype(queue)>, SplitQueue>)
 				queue.resumeFromUsedIndex();
-				startInflight(slot, queue);
-			}
+			startInflight(slot, queue);
 			queue.setReady(true);
 			return true;
 		});
@@ -869,10 +868,29 @@ void VhostUserHandler::tryStart(VringSlot &slot)
 	updateKickWatch(slot);
 }
 
-void VhostUserHandler::startInflight(VringSlot &slot, SplitQueue &queue)
+InflightLayout VhostUserHandler::inflightLayout() const
 {
+	return ackedFeatures_ & virtio::bit(virtio::kFRingPacked) ? InflightLayout::Packed
+								  : InflightLayout::Split;
+}
+
+template <typename Queue>
+void VhostUserHandler::startInflight(VringSlot &slot, Queue &queue)
+{
+	constexpr bool packed = std::is_same_v<Queue, PackedQueue>;
 	auto index = static_cast<uint32_t>(&slot - vrings_.data());
-	InflightQueueSplit *region = inflight_.isValid() ? inflight_.splitQueue(index) : nullptr;
+	std::conditional_t<packed, InflightQueuePacked, InflightQueueSplit> *region = nullptr;
+	if constexpr (packed)
+		region = inflight_.packedQueue(index);
+	else
+		region = inflight_.splitQueue(index);
+	if (inflight_.isValid() && index < inflight_.numQueues() && !region) {
+		/* Features changed since the area was set up. */
+		VUB_LOG(Vring, Warning,
+			"%s: vring %u is %s, inflight area for %s rings: not tracked",
+			name_.c_str(), index, packed ? "packed" : "split",
+			packed ? "split" : "packed");
+	}
 	if (region && queue.size() > inflight_.queueSize()) {
 		VUB_LOG(Vring, Warning, "%s: vring %u of %u entries, inflight area for %u: not tracked",
 			name_.c_str(), index, queue.size(), inflight_.queueSize());
@@ -1023,14 +1041,11 @@ Result<void> VhostUserHandler::checkInflightRequest(const InflightMsg &request)
 Result<void> VhostUserHandler::getInflightFd(const InflightMsg &request, Reply &reply)
 {
 	VUB_TRY(checkInflightRequest(request));
-	/* Packed rings are not tracked: an area of size 0 tells the front-end so. */
-	if (ackedFeatures_ & virtio::bit(virtio::kFRingPacked)) {
-		inflight_ = InflightArea();
-		reply.set(InflightMsg{ 0, 0, request.numQueues, request.queueSize, 0 });
-		return {};
-	}
-	/* A new area each time, the last one unmapped and closed (CVE-2020-10726). */
-	auto area = InflightArea::create(request.numQueues, request.queueSize);
+	/*
+	 * A new area each time, the last one unmapped and closed (CVE-2020-10726). Its layout
+	 * follows the features: QEMU sends SET_FEATURES first (vhost_dev_prepare_inflight).
+	 */
+	auto area = InflightArea::create(request.numQueues, request.queueSize, inflightLayout());
 	if (!area)
 		return area.error();
 	int fd = ::fcntl(area->fd(), F_DUPFD_CLOEXEC, 0);
@@ -1046,7 +1061,7 @@ Result<void> VhostUserHandler::setInflightFd(Message &msg)
 {
 	const auto &request = msg.payloadAs<InflightMsg>();
 	VUB_TRY(checkInflightRequest(request));
-	auto area = InflightArea::adopt(msg.takeFd(0), request);
+	auto area = InflightArea::adopt(msg.takeFd(0), request, inflightLayout());
 	if (!area)
 		return area.error();
 	inflight_ = std::move(*area);

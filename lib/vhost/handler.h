@@ -115,8 +115,11 @@ private:
 	Result<void> checkInflightRequest(const InflightMsg &request);
 	Result<void> getInflightFd(const InflightMsg &request, Reply &reply);
 	Result<void> setInflightFd(Message &msg);
-	/** \brief Give a starting split ring its inflight region and recover what it holds. */
-	void startInflight(VringSlot &slot, SplitQueue &queue);
+	/** \brief Give a starting ring its inflight region and recover what it holds. */
+	template <typename Queue>
+	void startInflight(VringSlot &slot, Queue &queue);
+	/** \brief The layout of the inflight area for the features acked now. */
+	InflightLayout inflightLayout() const;
 	/** \brief Start the ring when it can be: configured, translated and kicked. */
 	void tryStart(VringSlot &slot);
 	/** \brief Watch the kick fd exactly while the ring is started and enabled. */

@@ -636,13 +636,13 @@ Result<void> TestFrontend::sendMemory(const NegotiateOptions &options)
 	return {};
 }
 
-Result<void> TestFrontend::startRing(unsigned i, uint32_t base, bool sendCall)
+Result<void> TestFrontend::startRing(unsigned i, uint32_t base, bool sendCall, bool wholeBase)
 {
 	QueueState &q = queueState(i);
 	if (q.packed) {
-		/* DPDK's encoding: the avail half, its wrap counter set at start. */
+		/* DPDK's encoding: the avail half, its wrap counter set at start; or QEMU's. */
 		VUB_TRY(setVringNum(i, q.packed->size()));
-		VUB_TRY(setVringBase(i, base | virtio::kPackedBaseAvailWrap));
+		VUB_TRY(setVringBase(i, wholeBase ? base : base | virtio::kPackedBaseAvailWrap));
 		VUB_TRY(setVringAddr(i, *q.packed));
 	} else {
 		VUB_TRY(setVringNum(i, q.driver->size()));
@@ -719,9 +719,16 @@ Result<void> TestFrontend::negotiateQemu(const NegotiateOptions &options)
 		if (p == 0)
 			VUB_TRY(sendMemory(options));
 		for (unsigned i = 2 * p; i < end; i++) {
-			uint32_t base = options.keepQueues && queueState(i).driver
-						? queueState(i).driver->usedIdx()
-						: 0;
+			const QueueState &q = queueState(i);
+			if (options.keepQueues && q.packed) {
+				/* QEMU: both halves, the avail one reset to the used one. */
+				uint32_t half =
+					q.packed->usedIdx() |
+					(q.packed->usedWrap() ? virtio::kPackedBaseAvailWrap : 0);
+				VUB_TRY(startRing(i, half | half << 16, true, true));
+				continue;
+			}
+			uint32_t base = options.keepQueues ? q.driver->usedIdx() : 0;
 			VUB_TRY(startRing(i, base, true));
 		}
 		if (enableMsgs)
@@ -877,9 +884,9 @@ Result<uint32_t> TestFrontend::stopQueue(unsigned i)
 	return getVringBase(i);
 }
 
-Result<void> TestFrontend::restartQueue(unsigned i, uint32_t base)
+Result<void> TestFrontend::restartQueue(unsigned i, uint32_t base, bool wholeBase)
 {
-	VUB_TRY(startRing(i, base, true));
+	VUB_TRY(startRing(i, base, true, wholeBase));
 	if (features_ & kProtocolFeaturesBit)
 		VUB_TRY(setVringEnable(i, true));
 	return {};

@@ -64,7 +64,8 @@ struct NegotiateOptions {
 	/**
 	 * \brief QEMU only: the rings of the last negotiation stay (a front-end back on a
 	 * restarted back-end, after reconnect()): no prepareQueues(), and each ring's base is
-	 * its used index, as QEMU resets its avail index when the back-end died.
+	 * its used index, as QEMU resets its avail index when the back-end died (a packed
+	 * ring's: its used position and wrap counter in both halves).
 	 */
 	bool keepQueues = false;
 	/**
@@ -284,9 +285,11 @@ public:
 	Result<uint32_t> stopQueue(unsigned i);
 	/**
 	 * \brief SET_VRING_NUM, SET_VRING_BASE \a base, SET_VRING_ADDR, SET_VRING_KICK,
-	 * SET_VRING_CALL, then SET_VRING_ENABLE 1 (bit 30 negotiated) for queue \a i.
+	 * SET_VRING_CALL, then SET_VRING_ENABLE 1 (bit 30 negotiated) for queue \a i. A packed
+	 * ring's \a base is DPDK's avail half, its wrap counter set here, unless \a wholeBase
+	 * (what GET_VRING_BASE answered, sent as it is).
 	 */
-	Result<void> restartQueue(unsigned i, uint32_t base);
+	Result<void> restartQueue(unsigned i, uint32_t base, bool wholeBase = false);
 
 private:
 	struct QueueState {
@@ -315,7 +318,12 @@ private:
 	Result<void> setVringFd(vhost::FrontendRequest request, uint32_t index, int fd);
 	Result<void> negotiateProtocol(const NegotiateOptions &options);
 	Result<void> sendMemory(const NegotiateOptions &options);
-	Result<void> startRing(unsigned i, uint32_t base, bool sendCall);
+	/**
+	 * \brief SET_VRING_NUM, BASE, ADDR, KICK [, CALL] for queue \a i. A packed ring's \a base
+	 * is DPDK's avail half (its wrap counter set here) unless \a wholeBase: then it is sent as
+	 * given, both halves (QEMU).
+	 */
+	Result<void> startRing(unsigned i, uint32_t base, bool sendCall, bool wholeBase = false);
 	uint64_t pickFeatures(const NegotiateOptions &options) const;
 	bool hasProtocolFeature(unsigned bit) const;
 

@@ -4,24 +4,31 @@
  * socket, driven by the in-tree test front-end with memfd guest memory, as QEMU and DPDK
  * virtio-user would drive it.
  */
+#include "sample_backend.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <functional>
+#include <string>
 #include <thread>
+#include <tuple>
+#include <vector>
 
 #include <gtest/gtest.h>
 
-#include "sample_backend.h"
-#include "test_frontend.h"
 #include "vub/base/memory_mapping.h"
 #include "vub/vhost/daemon.h"
 #include "vub/vhost/inflight.h"
+
+#include "test_frontend.h"
 
 using namespace vub;
 using namespace vub::vhost;
@@ -67,9 +74,10 @@ class SampleBackendTest : public ::testing::Test
 protected:
 	void SetUp() override
 	{
-		path_ = "/tmp/vub-e2e-" + std::to_string(getpid()) + "-" +
-			::testing::UnitTest::GetInstance()->current_test_info()->name() + ".sock";
-		backend_ = std::make_shared<SampleBackend>(4, 1024, 2);
+		std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+		std::replace(name.begin(), name.end(), '/', '-'); /* parameterized tests */
+		path_ = "/tmp/vub-e2e-" + std::to_string(getpid()) + "-" + name + ".sock";
+		backend_ = std::make_shared<SampleBackend>(4, 1024, 2, packedRings_);
 		auto daemon = makeDaemon();
 		ASSERT_TRUE(daemon) << daemon.error().what;
 		daemon_ = std::move(*daemon);
@@ -131,6 +139,67 @@ protected:
 		return waitFor([&] { return frontend_->queue(q).usedIdx() == idx; });
 	}
 
+	/* The same on split or packed rings (packedRings_). */
+	/** options() with packed rings when packedRings_. */
+	NegotiateOptions ringOptions()
+	{
+		NegotiateOptions o = options(packedRings_ ? virtio::bit(virtio::kFRingPacked) : 0);
+		o.packed = packedRings_;
+		return o;
+	}
+	InflightLayout inflightLayout() const
+	{
+		return packedRings_ ? InflightLayout::Packed : InflightLayout::Split;
+	}
+	/** Post \a n readable chains of \a len bytes on queue \a q; their ids. */
+	std::vector<uint16_t> postChains(unsigned q, unsigned n, uint32_t len)
+	{
+		std::vector<uint16_t> ids;
+		for (unsigned i = 0; i < n; i++) {
+			BufferSpec spec{ mem_->alloc(len, 16), len, false };
+			int id = packedRings_
+					 ? frontend_->packedQueue(q).addChain(std::span(&spec, 1))
+					 : frontend_->queue(q).addChain(std::span(&spec, 1));
+			EXPECT_GE(id, 0);
+			ids.push_back(static_cast<uint16_t>(id));
+		}
+		if (!packedRings_)
+			frontend_->queue(q).publish();
+		return ids;
+	}
+	/** The ids of the chains queue \a q returns, until \a n came back or 2 s passed. */
+	std::vector<uint16_t> collectIds(unsigned q, size_t n)
+	{
+		std::vector<uint16_t> ids;
+		waitFor([&] {
+			if (packedRings_) {
+				for (const PackedUsedElem &u :
+				     frontend_->packedQueue(q).collectUsed())
+					ids.push_back(u.id);
+			} else {
+				for (const virtio::SplitUsedElem &u :
+				     frontend_->queue(q).collectUsed())
+					ids.push_back(static_cast<uint16_t>(u.id));
+			}
+			return ids.size() >= n;
+		});
+		return ids;
+	}
+	/** ringOptions() with INFLIGHT_SHMFD, the area kept in \a msg and \a fd. */
+	NegotiateOptions inflightOptions(InflightMsg *msg, UniqueFd *fd)
+	{
+		NegotiateOptions o = ringOptions();
+		o.protocolFeatures |= protocol::mask(protocol::kInflightShmfd);
+		o.inflightMsg = msg;
+		o.inflightFd = fd;
+		return o;
+	}
+	uint64_t badUsedIds(unsigned q)
+	{
+		return packedRings_ ? frontend_->packedQueue(q).badUsedIds()
+				    : frontend_->queue(q).badUsedIds();
+	}
+
 	/**
 	 * Negotiate, then keep 64 chains in flight on queue 1 from a second thread (kicking each
 	 * round when \a kick) while this one re-sends SET_MEM_TABLE \a rounds times; nothing may
@@ -178,7 +247,15 @@ protected:
 	Listener listener_;
 	std::unique_ptr<GuestMemoryFd> mem_;
 	std::unique_ptr<TestFrontend> frontend_;
+	/** Offer and use packed rings (set before SetUp()). */
+	bool packedRings_ = false;
 };
+
+/* Parameter: packed rings (true) or split ones. */
+std::string ringName(const ::testing::TestParamInfo<bool> &info)
+{
+	return info.param ? "Packed" : "Split";
+}
 
 TEST_F(SampleBackendTest, ConsumesDriverBuffersAfterQemuNegotiation)
 {
@@ -519,56 +596,99 @@ TEST_F(SampleBackendTest, BadChainIsReturnedEmptyAndCounted)
  * Crash recovery (vhost-user "Inflight I/O tracking"): the front-end keeps the inflight area
  * of a back-end that dies with chains taken and not returned, and hands it to the next one,
  * which takes those chains again first, in the order they were taken, then the new ones:
- * none lost, none returned twice.
+ * none lost, none returned twice. Split and packed rings.
  */
-TEST_F(SampleBackendTest, ChainsTakenByADeadBackendComeBackOnceAfterItRestarts)
+class InflightRecoveryTest : public SampleBackendTest, public ::testing::WithParamInterface<bool>
+{
+protected:
+	InflightRecoveryTest() { packedRings_ = GetParam(); }
+};
+
+/* The states on a packed region's free list (one that loops counts each state once). */
+unsigned freeStates(InflightQueuePacked *region, uint16_t size)
+{
+	std::vector<bool> seen(size);
+	unsigned n = 0;
+	for (uint16_t s = region->freeHead; s < size && !seen[s]; s = region->desc()[s].next) {
+		seen[s] = true;
+		n++;
+	}
+	return n;
+}
+
+TEST_P(InflightRecoveryTest, ChainsTakenByADeadBackendComeBackOnceAfterItRestarts)
 {
 	InflightMsg inflight{};
 	UniqueFd inflightFd;
-	NegotiateOptions o = options();
-	o.protocolFeatures |= protocol::mask(protocol::kInflightShmfd);
-	o.inflightMsg = &inflight;
-	o.inflightFd = &inflightFd;
+	NegotiateOptions o = inflightOptions(&inflight, &inflightFd);
 	connect();
 	ASSERT_TRUE(frontend_->negotiateQemu(o));
 	ASSERT_TRUE(inflightFd.isValid()) << "GET_INFLIGHT_FD gave no fd";
 	EXPECT_EQ(inflight.numQueues, 4u);
 	EXPECT_EQ(inflight.queueSize, 256u);
-	EXPECT_EQ(inflight.mmapSize, 4 * inflightQueueBytesSplit(256));
+	const size_t regionBytes = inflightQueueBytes(inflightLayout(), 256);
+	EXPECT_EQ(inflight.mmapSize, 4 * regionBytes);
 	EXPECT_TRUE(::fcntl(inflightFd.get(), F_GET_SEALS) & F_SEAL_SHRINK);
-	postReadable(1, 10, 32, SampleBackend::kFnvOffset);
+	postChains(1, 10, 32);
 	frontend_->kick(1);
-	ASSERT_TRUE(waitUsed(1, 10));
-	ASSERT_EQ(frontend_->queue(1).collectUsed().size(), 10u);
+	ASSERT_EQ(collectIds(1, 10).size(), 10u);
 
 	/* The back-end dies; five more chains are made available. */
 	daemon_.reset();
-	SplitDriver &d = frontend_->queue(1);
-	std::vector<uint16_t> heads;
-	for (int i = 0; i < 5; i++) {
-		BufferSpec spec{ mem_->alloc(32, 16), 32, false };
-		int head = d.addChain(std::span(&spec, 1));
-		ASSERT_GE(head, 0);
-		heads.push_back(static_cast<uint16_t>(head));
-	}
-	d.publish();
+	uint16_t firstPosition = packedRings_ ? frontend_->packedQueue(1).availIdx() : 0;
+	std::vector<uint16_t> ids = postChains(1, 5, 32);
 	/* It had taken the first three (in the order 3rd, 1st, 2nd) and returned none. */
 	auto area = MemoryMapping::mapShared(inflightFd.get(), inflight.mmapSize,
 					     static_cast<off_t>(inflight.mmapOffset));
 	ASSERT_TRUE(area);
-	auto *region = reinterpret_cast<InflightQueueSplit *>(area->data() +
-							      inflightQueueBytesSplit(256));
-	ASSERT_EQ(region->version, kInflightVersion) << "queue 1's region was never started";
-	EXPECT_EQ(region->usedIdx, 10u) << "the region does not follow the used ring";
-	for (uint16_t h = 0; h < 256; h++)
-		ASSERT_EQ(region->desc()[h].inflight, 0) << "head " << h << " still in flight";
+	uint8_t *regionBytesAt = area->data() + regionBytes; /* queue 1 */
 	const uint64_t counters[3] = { 101, 102, 100 };
-	for (int i = 0; i < 3; i++) {
-		region->desc()[heads[i]].counter = counters[i];
-		region->desc()[heads[i]].inflight = 1;
+	auto *split = reinterpret_cast<InflightQueueSplit *>(regionBytesAt);
+	auto *packed = reinterpret_cast<InflightQueuePacked *>(regionBytesAt);
+	if (!packedRings_) {
+		ASSERT_EQ(split->version, kInflightVersion) << "queue 1's region was never started";
+		EXPECT_EQ(split->usedIdx, 10u) << "the region does not follow the used ring";
+		for (uint16_t h = 0; h < 256; h++)
+			ASSERT_EQ(split->desc()[h].inflight, 0)
+				<< "head " << h << " still in flight";
+		for (int i = 0; i < 3; i++) {
+			split->desc()[ids[i]].counter = counters[i];
+			split->desc()[ids[i]].inflight = 1;
+		}
+	} else {
+		PackedDriver &d = frontend_->packedQueue(1);
+		ASSERT_EQ(packed->version, kInflightVersion)
+			<< "queue 1's region was never started";
+		EXPECT_EQ(packed->descNum, 256u);
+		EXPECT_EQ(packed->usedIdx, d.usedIdx()) << "the region does not follow the ring";
+		EXPECT_EQ(packed->usedWrapCounter, d.usedWrap() ? 1 : 0);
+		EXPECT_EQ(packed->oldUsedIdx, packed->usedIdx);
+		EXPECT_EQ(packed->oldFreeHead, packed->freeHead);
+		for (uint16_t s = 0; s < 256; s++)
+			ASSERT_EQ(packed->desc()[s].inflight, 0) << "state " << s << " in flight";
+		EXPECT_EQ(freeStates(packed, 256), 256u);
+		/* States 0-2 hold the three chains (copies of their one descriptor), 3-255 are
+		 * free. */
+		for (uint16_t s = 0; s < 256; s++)
+			packed->desc()[s].next = static_cast<uint16_t>(s + 1);
+		for (uint16_t i = 0; i < 3; i++) {
+			const virtio::PackedDesc &ring =
+				*d.desc(static_cast<uint16_t>(firstPosition + i));
+			InflightDescPacked &e = packed->desc()[i];
+			ASSERT_EQ(ring.id, ids[i]);
+			e.addr = ring.addr;
+			e.len = ring.len;
+			e.id = ring.id;
+			e.flags = ring.flags;
+			e.num = 1;
+			e.last = i;
+			e.counter = counters[i];
+			e.inflight = 1;
+		}
+		packed->freeHead = packed->oldFreeHead = 3;
 	}
 
-	backend_ = std::make_shared<SampleBackend>(4, 1024, 2);
+	backend_ = std::make_shared<SampleBackend>(4, 1024, 2, packedRings_);
 	auto daemon = makeDaemon();
 	ASSERT_TRUE(daemon) << daemon.error().what;
 	daemon_ = std::move(*daemon);
@@ -577,17 +697,138 @@ TEST_F(SampleBackendTest, ChainsTakenByADeadBackendComeBackOnceAfterItRestarts)
 	o.keepQueues = true;
 	ASSERT_TRUE(frontend_->negotiateQemu(o));
 	frontend_->kick(1);
-	ASSERT_TRUE(waitUsed(1, 15));
-	auto used = frontend_->queue(1).collectUsed();
+	auto used = collectIds(1, 5);
 	ASSERT_EQ(used.size(), 5u);
-	const uint16_t expected[5] = { heads[2], heads[0], heads[1], heads[3], heads[4] };
+	const uint16_t expected[5] = { ids[2], ids[0], ids[1], ids[3], ids[4] };
 	for (int i = 0; i < 5; i++)
-		EXPECT_EQ(used[i].id, expected[i]) << "used entry " << i;
-	EXPECT_EQ(frontend_->queue(1).badUsedIds(), 0u) << "a chain was returned twice";
+		EXPECT_EQ(used[i], expected[i]) << "used entry " << i;
+	EXPECT_EQ(badUsedIds(1), 0u) << "a chain was returned twice";
+	std::this_thread::sleep_for(std::chrono::milliseconds(50));
+	EXPECT_TRUE(collectIds(1, 0).empty()) << "more came back than was posted";
 	EXPECT_EQ(backend_->counters(1).chains.load(), 5u);
-	for (uint16_t h = 0; h < 256; h++)
-		EXPECT_EQ(region->desc()[h].inflight, 0) << "head " << h << " still in flight";
+	if (!packedRings_) {
+		for (uint16_t h = 0; h < 256; h++)
+			EXPECT_EQ(split->desc()[h].inflight, 0)
+				<< "head " << h << " still in flight";
+	} else {
+		for (uint16_t s = 0; s < 256; s++)
+			EXPECT_EQ(packed->desc()[s].inflight, 0) << "state " << s << " in flight";
+		EXPECT_EQ(freeStates(packed, 256), 256u);
+		EXPECT_EQ(packed->usedIdx, frontend_->packedQueue(1).usedIdx());
+	}
 }
+
+INSTANTIATE_TEST_SUITE_P(Rings, InflightRecoveryTest, ::testing::Bool(), ringName);
+
+/*
+ * GET_VRING_BASE answers once the ring holds nothing the back-end took and did not return:
+ * the control thread stops the ring under the vring's lock (VringMutex) or after a grace
+ * period (VringPolled), so no burst is running, and each of the sample device's bursts
+ * returns and publishes every chain it took before it ends. Checked under traffic, split
+ * and packed, event-driven and polled: the base's avail position is its used one, and the
+ * inflight region holds no chain.
+ */
+class DrainTest : public SampleBackendTest,
+		  public ::testing::WithParamInterface<std::tuple<bool, bool>>
+{
+protected:
+	DrainTest() { packedRings_ = std::get<0>(GetParam()); }
+	Result<std::unique_ptr<VhostUserDaemon>> makeDaemon() override
+	{
+		if (!std::get<1>(GetParam()))
+			return SampleBackendTest::makeDaemon();
+		DaemonOptions o;
+		o.polling = true;
+		o.pollIdleUs = 2000;
+		return VhostUserDaemon::create<VringPolled>("e2e-drain", backend_, nullptr, o);
+	}
+};
+
+TEST_P(DrainTest, GetVringBaseLeavesNothingTakenUnreturned)
+{
+	InflightMsg inflight{};
+	UniqueFd inflightFd;
+	connect();
+	ASSERT_TRUE(frontend_->negotiateQemu(inflightOptions(&inflight, &inflightFd)));
+	ASSERT_TRUE(inflightFd.isValid());
+	auto area = MemoryMapping::mapShared(inflightFd.get(), inflight.mmapSize,
+					     static_cast<off_t>(inflight.mmapOffset));
+	ASSERT_TRUE(area);
+	uint8_t *region = area->data() + inflightQueueBytes(inflightLayout(), 256);
+	auto heldInRegion = [&] {
+		unsigned n = 0;
+		for (uint16_t s = 0; s < 256; s++)
+			n += packedRings_ ? reinterpret_cast<InflightQueuePacked *>(region)
+							    ->desc()[s]
+							    .inflight == 1
+					  : reinterpret_cast<InflightQueueSplit *>(region)
+							    ->desc()[s]
+							    .inflight == 1;
+		return n;
+	};
+	/* Buffers come from a fixed pool so the bump allocator is not shared by the threads. */
+	uint64_t pool = mem_->alloc(64 * 128, 64);
+	unsigned posted = 0, returned = 0;
+	auto inFlight = [&] {
+		return packedRings_ ? frontend_->packedQueue(1).inFlight()
+				    : frontend_->queue(1).inFlight();
+	};
+	auto traffic = [&](std::atomic<bool> &stop) {
+		while (!stop.load()) {
+			while (inFlight() < 64) {
+				BufferSpec spec{ pool + (posted % 64) * 128, 128, false };
+				int id =
+					packedRings_
+						? frontend_->packedQueue(1).addChain(
+							  std::span(&spec, 1))
+						: frontend_->queue(1).addChain(std::span(&spec, 1));
+				if (id < 0)
+					break;
+				posted++;
+			}
+			if (!packedRings_)
+				frontend_->queue(1).publish();
+			frontend_->kick(1);
+			returned += static_cast<unsigned>(collectIds(1, 0).size());
+			std::this_thread::yield();
+		}
+	};
+	for (int round = 0; round < 20; round++) {
+		std::atomic<bool> stop{ false };
+		std::thread thread(traffic, std::ref(stop));
+		std::this_thread::sleep_for(std::chrono::milliseconds(2 + round % 5));
+		auto base = frontend_->stopQueue(1);
+		/* The ring is stopped: nothing the device does changes now; read it at leisure. */
+		stop = true;
+		thread.join();
+		ASSERT_TRUE(base);
+		returned += static_cast<unsigned>(collectIds(1, 0).size());
+		if (packedRings_)
+			EXPECT_EQ(*base & 0xffff, *base >> 16)
+				<< "round " << round << ": descriptors taken and not returned";
+		else
+			EXPECT_EQ(*base, frontend_->queue(1).usedIdx())
+				<< "round " << round << ": chains taken and not returned";
+		EXPECT_EQ(heldInRegion(), 0u) << "round " << round;
+		ASSERT_TRUE(frontend_->restartQueue(1, *base, true));
+	}
+	frontend_->kick(1);
+	EXPECT_TRUE(waitFor([&] {
+		returned += static_cast<unsigned>(collectIds(1, 0).size());
+		return returned == posted;
+	})) << returned
+	    << " of " << posted;
+	EXPECT_GT(posted, 256u) << "the ring went round";
+	EXPECT_EQ(badUsedIds(1), 0u);
+	EXPECT_EQ(backend_->counters(1).chains.load(), posted);
+	EXPECT_EQ(backend_->counters(1).badChains.load(), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Rings, DrainTest, ::testing::Combine(::testing::Bool(), ::testing::Bool()),
+			 [](const ::testing::TestParamInfo<std::tuple<bool, bool>> &info) {
+				 return std::string(std::get<0>(info.param) ? "Packed" : "Split") +
+					(std::get<1>(info.param) ? "Polled" : "Kicked");
+			 });
 
 /* Requests that break the protocol are refused; the connection and the daemon stay up. */
 class HostileRequestTest : public SampleBackendTest
@@ -636,7 +877,14 @@ TEST_F(HostileRequestTest, ExtraFdsAreClosed)
 	expectStillServing();
 }
 
-TEST_F(HostileRequestTest, InflightAreasAreCheckedAndNeverLeak)
+/* Parameter: packed rings (true) or split ones, for the inflight area's layout. */
+class HostileInflightTest : public HostileRequestTest, public ::testing::WithParamInterface<bool>
+{
+protected:
+	HostileInflightTest() { packedRings_ = GetParam(); }
+};
+
+TEST_P(HostileInflightTest, InflightAreasAreCheckedAndNeverLeak)
 {
 	/* Not negotiated: refused. */
 	InflightMsg msg{ 0, 0, 4, 256, 0 };
@@ -644,11 +892,10 @@ TEST_F(HostileRequestTest, InflightAreasAreCheckedAndNeverLeak)
 
 	frontend_.reset();
 	connect();
-	NegotiateOptions o = options();
-	o.protocolFeatures |= protocol::mask(protocol::kInflightShmfd);
-	ASSERT_TRUE(frontend_->negotiateQemu(o));
+	ASSERT_TRUE(frontend_->negotiateQemu(inflightOptions(nullptr, nullptr)));
 	ASSERT_TRUE(frontend_->stopQueue(0));
-	ASSERT_TRUE(frontend_->stopQueue(1));
+	auto base = frontend_->stopQueue(1);
+	ASSERT_TRUE(base);
 	ASSERT_TRUE(frontend_->stopQueue(2));
 	ASSERT_TRUE(frontend_->stopQueue(3));
 	/*
@@ -663,6 +910,7 @@ TEST_F(HostileRequestTest, InflightAreasAreCheckedAndNeverLeak)
 		auto got = frontend_->getInflightFd(4, 256);
 		ASSERT_TRUE(got) << "GET_INFLIGHT_FD " << i;
 		ASSERT_TRUE(got->fd.isValid());
+		ASSERT_EQ(got->msg.mmapSize, 4 * inflightQueueBytes(inflightLayout(), 256));
 	}
 	ASSERT_TRUE(frontend_->getFeatures());
 	EXPECT_EQ(openFdCount(), fds_) << "areas leaked";
@@ -688,13 +936,24 @@ TEST_F(HostileRequestTest, InflightAreasAreCheckedAndNeverLeak)
 		change(bad);
 		expectRefused(FrontendRequest::SetInflightFd, &bad, sizeof(bad), fds);
 	}
+	/* An area for split rings on packed ones, or the reverse. */
+	bad = good->msg;
+	bad.mmapSize =
+		4 * inflightQueueBytes(
+			    packedRings_ ? InflightLayout::Split : InflightLayout::Packed, 256);
+	expectRefused(FrontendRequest::SetInflightFd, &bad, sizeof(bad), fds);
 	EXPECT_TRUE(frontend_->setInflightFd(good->msg, good->fd.get()));
 	good->fd.reset();
 	unsealed.reset();
 	EXPECT_EQ(openFdCount(), fds_) << "refused areas' fds kept";
-	ASSERT_TRUE(frontend_->restartQueue(1, frontend_->queue(1).usedIdx()));
-	expectStillServing();
+	ASSERT_TRUE(frontend_->restartQueue(1, *base, true));
+	EXPECT_TRUE(frontend_->getFeatures()) << "connection lost";
+	postChains(1, 1, 8);
+	frontend_->kick(1);
+	EXPECT_EQ(collectIds(1, 1).size(), 1u) << "queue 1 stopped working";
 }
+
+INSTANTIATE_TEST_SUITE_P(Rings, HostileInflightTest, ::testing::Bool(), ringName);
 
 TEST_F(HostileRequestTest, PayloadSizeMustMatch)
 {

@@ -27,6 +27,7 @@
 #include "vub/base/memory_mapping.h"
 #include "vub/base/unique_fd.h"
 #include "vub/vhost/guest_memory.h"
+#include "vub/vhost/inflight.h"
 #include "vub/vhost/message.h"
 #include "vub/virtio/packed_ring.h"
 
@@ -381,6 +382,10 @@ protected:
 	 * NEXT is not added: each D says whether it has one.
 	 */
 	void makeAvailable(std::initializer_list<D> chain, uint16_t id)
+	{
+		makeAvailable(std::span<const D>(chain.begin(), chain.size()), id);
+	}
+	void makeAvailable(std::span<const D> chain, uint16_t id)
 	{
 		uint16_t first = availIdx_;
 		uint16_t firstFlags = 0;
@@ -1382,6 +1387,399 @@ TEST_F(PackedQueueRing, ChainKeepsCopiesWhenTheGuestRewritesAnIndirectTable)
 	expectPiece(chain_.buffers[1], ram_.hva(kBufGpa + 0x100), 128, true);
 }
 
+/* ---- Inflight I/O tracking (vhost-user "Inflight I/O tracking", packed virtqueues) ---- */
+
+/* The region of one queue of 8 entries, as the front-end keeps it between back-ends. */
+struct PackedInflightRegion {
+	alignas(64) uint8_t bytes[inflightQueueBytesPacked(8)]{};
+	InflightQueuePacked &header() { return *reinterpret_cast<InflightQueuePacked *>(bytes); }
+	InflightDescPacked &desc(uint16_t state) { return header().desc()[state]; }
+	/* The states on the free list (a list that loops counts once per state). */
+	unsigned freeStates()
+	{
+		std::vector<bool> seen(8);
+		unsigned n = 0;
+		for (uint16_t s = header().freeHead; s < 8 && !seen[s]; s = desc(s).next) {
+			seen[s] = true;
+			n++;
+		}
+		return n;
+	}
+	/* The head state of the chain in flight whose buffer id is \a id; 0xffff if none. */
+	uint16_t headOf(uint16_t id)
+	{
+		for (uint16_t s = 0; s < 8; s++) {
+			if (desc(s).inflight == 1 && desc(s).last < 8 &&
+			    desc(desc(s).last).id == id)
+				return s;
+		}
+		return 0xffff;
+	}
+	unsigned inFlight()
+	{
+		unsigned n = 0;
+		for (uint16_t s = 0; s < 8; s++)
+			n += desc(s).inflight == 1;
+		return n;
+	}
+};
+
+class PackedQueueInflight : public PackedQueueRing
+{
+protected:
+	/* A new back-end's stale base (QEMU keeps the one of the last start): both halves 0/1. */
+	static constexpr uint32_t kStaleBase = 0x80008000;
+
+	void SetUp() override
+	{
+		static_assert(kN == 8);
+		PackedQueueRing::SetUp();
+		queue_.setInflight(&region_.header());
+		ASSERT_EQ(queue_.recoverInflight(), 0u);
+	}
+	static uint64_t bufGpa(uint16_t id, uint16_t k) { return kBufGpa + 0x100 * id + 0x40 * k; }
+	/* Post the chain of buffer id \a id: \a n readable descriptors of 64 bytes. */
+	void post(uint16_t id, uint16_t n = 1)
+	{
+		std::vector<D> chain;
+		for (uint16_t k = 0; k < n; k++)
+			chain.push_back(D{ bufGpa(id, k), 64,
+					   k + 1 < n ? kPackedDescFNext : uint16_t{ 0 } });
+		makeAvailable(chain, id);
+	}
+	/* Pop \a n chains; each must be one that post() made, with its buffers. */
+	std::vector<uint16_t> popIds(size_t n)
+	{
+		std::vector<uint16_t> ids;
+		for (size_t i = 0; i < n; i++) {
+			EXPECT_EQ(pop(), PopStatus::Ok) << chainErrorName(queue_.lastError());
+			ids.push_back(chain_.head);
+			EXPECT_EQ(chain_.bufferCount, queue_.lastDescCount());
+			for (uint32_t k = 0; k < chain_.bufferCount; k++)
+				expectPiece(chain_.buffers[k],
+					    ram_.hva(bufGpa(chain_.head, static_cast<uint16_t>(k))),
+					    64, false);
+		}
+		return ids;
+	}
+	/*
+	 * The back-end died and a new one starts on the same rings and region: the queue reset,
+	 * then configured as SET_VRING_NUM/ADDR/BASE and the kick would.
+	 */
+	uint16_t restart(uint32_t base = kStaleBase)
+	{
+		reconfigure();
+		EXPECT_TRUE(queue_.setBase(base).has_value());
+		queue_.setInflight(&region_.header());
+		uint16_t lined = queue_.recoverInflight();
+		queue_.setReady(true);
+		return lined;
+	}
+	/* A reset queue given its ring again, as SET_VRING_ADDR would. */
+	void reconfigure()
+	{
+		queue_.reset();
+		EXPECT_TRUE(queue_.setAddresses(ram_.qva(kDescGpa), ram_.qva(kDriverEventGpa),
+						ram_.qva(kDeviceEventGpa))
+				    .has_value());
+		EXPECT_TRUE(queue_.translate(*memory_).has_value());
+	}
+	/* The used descriptor the driver sees at ring position \a i: its id, or -1. */
+	int usedIdAt(uint16_t i, bool wrap) const
+	{
+		return flagsAt(i) == usedBits(wrap) ? ring(i)->id : -1;
+	}
+
+	PackedInflightRegion region_;
+};
+
+TEST_F(PackedQueueInflight, StartsANewRegion)
+{
+	EXPECT_EQ(region_.header().version, kInflightVersion);
+	EXPECT_EQ(region_.header().descNum, kN);
+	EXPECT_EQ(region_.header().usedIdx, 0u);
+	EXPECT_EQ(region_.header().usedWrapCounter, 1u);
+	EXPECT_EQ(region_.header().oldUsedWrapCounter, 1u);
+	EXPECT_EQ(region_.freeStates(), kN);
+	EXPECT_EQ(region_.desc(kN - 1).next, kN) << "the list ends at the size, as DPDK's does";
+}
+
+TEST_F(PackedQueueInflight, RecordsTakenChainsUntilTheirUseIsPublished)
+{
+	post(5);
+	post(2, 3);
+	post(7);
+	EXPECT_EQ(popIds(3), (std::vector<uint16_t>{ 5, 2, 7 }));
+	uint16_t h5 = region_.headOf(5), h2 = region_.headOf(2), h7 = region_.headOf(7);
+	ASSERT_LT(h5, kN);
+	ASSERT_LT(h2, kN);
+	ASSERT_LT(h7, kN);
+	EXPECT_LT(region_.desc(h5).counter, region_.desc(h2).counter);
+	EXPECT_LT(region_.desc(h2).counter, region_.desc(h7).counter);
+	/* Chain 2: three copies linked from its head, in ring order. */
+	EXPECT_EQ(region_.desc(h2).num, 3u);
+	uint16_t s = h2;
+	for (uint16_t k = 0; k < 3; k++) {
+		EXPECT_EQ(region_.desc(s).addr, bufGpa(2, k));
+		EXPECT_EQ(region_.desc(s).len, 64u);
+		if (k < 2)
+			s = region_.desc(s).next;
+	}
+	EXPECT_EQ(region_.desc(h2).last, s);
+	EXPECT_EQ(region_.desc(s).id, 2u);
+	EXPECT_EQ(region_.freeStates(), kN - 5u);
+	EXPECT_EQ(region_.header().freeHead, region_.header().oldFreeHead);
+
+	queue_.addUsed(2, 0, 3);
+	queue_.addUsed(5, 0, 1);
+	EXPECT_EQ(region_.desc(h2).inflight, 1) << "cleared before it is published";
+	EXPECT_EQ(region_.header().usedIdx, 0u);
+	queue_.publishUsed();
+	EXPECT_EQ(usedIdAt(0, true), 2);
+	EXPECT_EQ(region_.desc(h2).inflight, 0);
+	EXPECT_EQ(region_.desc(h5).inflight, 0);
+	EXPECT_EQ(region_.desc(h7).inflight, 1);
+	EXPECT_EQ(region_.header().usedIdx, 4u);
+	EXPECT_EQ(region_.header().oldUsedIdx, 4u);
+	EXPECT_EQ(region_.header().oldFreeHead, region_.header().freeHead);
+	EXPECT_EQ(region_.freeStates(), kN - 1u);
+}
+
+TEST_F(PackedQueueInflight, ARestartTakesUnreturnedChainsAgainInTheirOrderThenNewOnes)
+{
+	/* Taken 6, 1 (two descriptors), 4; only 1 returned, out of order; then the driver adds 3.
+	 */
+	post(6);
+	post(1, 2);
+	post(4);
+	popIds(3);
+	queue_.addUsed(1, 0, 2);
+	queue_.publishUsed();
+	EXPECT_EQ(usedIdAt(0, true), 1) << "chain 6's descriptor is overwritten in the ring";
+	post(3);
+
+	EXPECT_EQ(restart(), 2u);
+	EXPECT_EQ(queue_.nextUsed(), 2u) << "the region's used position, not the stale base";
+	EXPECT_EQ(queue_.nextAvail(), 4u) << "past the two chains in flight";
+	EXPECT_EQ(queue_.available(8), 3u);
+	EXPECT_EQ(popIds(3), (std::vector<uint16_t>{ 6, 4, 3 }))
+		<< "the two chains in flight first, from their copies, then the new one";
+	EXPECT_EQ(pop(), PopStatus::Empty);
+	EXPECT_EQ(queue_.nextAvail(), 5u);
+	/* Nothing handed back twice: each is used once more, and the region ends empty. */
+	for (uint16_t id : { 6, 4, 3 })
+		queue_.addUsed(id, 0, 1);
+	queue_.publishUsed();
+	EXPECT_EQ(usedIdAt(2, true), 6);
+	EXPECT_EQ(usedIdAt(3, true), 4);
+	EXPECT_EQ(usedIdAt(4, true), 3);
+	EXPECT_EQ(region_.inFlight(), 0u);
+	EXPECT_EQ(region_.freeStates(), kN);
+	EXPECT_EQ(restart(), 0u);
+	EXPECT_EQ(pop(), PopStatus::Empty);
+	EXPECT_EQ(queue_.nextAvail(), 5u);
+	EXPECT_EQ(queue_.nextUsed(), 5u);
+}
+
+TEST_F(PackedQueueInflight, ARestartKeepsABatchTheDriverSawAndRollsBackOneItDidNot)
+{
+	post(0);
+	post(3);
+	post(5);
+	popIds(3);
+	PackedInflightRegion before = region_;
+	queue_.addUsed(3, 0, 1);
+	queue_.addUsed(0, 0, 1);
+	queue_.publishUsed();
+	PackedInflightRegion after = region_;
+	/* Died after publishing, before clearing the batch and moving the old values. */
+	auto diedMidBatch = [&] {
+		region_ = after;
+		region_.header().oldFreeHead = before.header().oldFreeHead;
+		region_.header().oldUsedIdx = before.header().oldUsedIdx;
+		region_.desc(before.headOf(3)).inflight = 1;
+		region_.desc(before.headOf(0)).inflight = 1;
+	};
+	diedMidBatch();
+	EXPECT_EQ(restart(), 1u) << "the driver saw the batch: only 5 is still in flight";
+	EXPECT_EQ(queue_.nextUsed(), 2u);
+	EXPECT_EQ(popIds(1), (std::vector<uint16_t>{ 5 }));
+	EXPECT_EQ(region_.header().oldUsedIdx, 2u);
+
+	/* The same, but the first used descriptor of the batch never got its flags. */
+	diedMidBatch();
+	setFlags(0, availBits(true));
+	EXPECT_EQ(restart(), 3u) << "the driver saw nothing: all three again";
+	EXPECT_EQ(queue_.nextUsed(), 0u);
+	EXPECT_EQ(queue_.nextAvail(), 3u);
+	EXPECT_EQ(popIds(3), (std::vector<uint16_t>{ 0, 3, 5 }));
+}
+
+TEST_F(PackedQueueInflight, ChainsReturnedButNotPublishedComeAgain)
+{
+	post(1);
+	post(2, 2);
+	popIds(2);
+	queue_.addUsed(2, 0, 2);
+	queue_.addUsed(1, 0, 1);
+	/* Died before publishUsed(): the region does not know of the batch. */
+	EXPECT_EQ(restart(), 2u);
+	EXPECT_EQ(popIds(2), (std::vector<uint16_t>{ 1, 2 }));
+}
+
+TEST_F(PackedQueueInflight, UsedDescriptorsNeverPublishedDoNotShowAfterARestart)
+{
+	post(1);
+	post(2);
+	post(3);
+	popIds(3);
+	for (uint16_t id : { 1, 2, 3 })
+		queue_.addUsed(id, 0, 1);
+	/* Died before publishing: all but the first have their used flags already. */
+	EXPECT_EQ(usedIdAt(0, true), -1);
+	EXPECT_EQ(usedIdAt(1, true), 2);
+	EXPECT_EQ(restart(), 3u);
+	EXPECT_EQ(usedIdAt(1, true), -1) << "the driver would take chain 2 as used";
+	EXPECT_EQ(usedIdAt(2, true), -1);
+	EXPECT_EQ(popIds(1), (std::vector<uint16_t>{ 1 }));
+	queue_.addUsed(1, 0, 1);
+	queue_.publishUsed();
+	EXPECT_EQ(usedIdAt(0, true), 1);
+	EXPECT_EQ(usedIdAt(1, true), -1) << "only what this back-end published shows";
+}
+
+TEST_F(PackedQueueInflight, ARestartFindsTheChainsOfTheUsualPath)
+{
+	/* Chains of one direct descriptor: popUsualBurst takes them, a burst at a time. */
+	for (uint16_t id = 0; id < 4; id++)
+		post(id);
+	std::array<DescBuffer, 4> buffers{};
+	std::array<uint16_t, 4> ids{};
+	ASSERT_EQ(queue_.popUsualBurst(*memory_, buffers.data(), ids.data(), 4,
+				       [](uint16_t, const DescBuffer &) { return true; }),
+		  4u);
+	EXPECT_EQ(region_.inFlight(), 4u);
+	queue_.addUsed(ids[0], 0, 1);
+	queue_.publishUsed();
+	EXPECT_EQ(restart(), 3u);
+	EXPECT_EQ(popIds(3), (std::vector<uint16_t>{ 1, 2, 3 }));
+}
+
+TEST_F(PackedQueueInflight, AnInOrderReturnClearsEveryChainUpToIt)
+{
+	post(5);
+	post(2, 2);
+	post(7);
+	popIds(3);
+	/* IN_ORDER: one used descriptor, the last chain's id, over all their descriptors. */
+	queue_.addUsed(2, 0, 3);
+	queue_.publishUsed();
+	EXPECT_EQ(region_.inFlight(), 1u);
+	EXPECT_LT(region_.headOf(7), kN);
+	EXPECT_EQ(region_.freeStates(), kN - 1u);
+	queue_.addUsed(7, 0, 1);
+	queue_.publishUsed();
+	EXPECT_EQ(region_.inFlight(), 0u);
+	EXPECT_EQ(region_.freeStates(), kN);
+}
+
+TEST_F(PackedQueueInflight, RewindForgetsTheChainsTakenSince)
+{
+	post(1);
+	post(2, 2);
+	post(3);
+	popIds(1);
+	uint32_t position = queue_.availPosition();
+	popIds(2);
+	EXPECT_EQ(region_.inFlight(), 3u);
+	queue_.rewindAvail(position);
+	EXPECT_EQ(region_.inFlight(), 1u);
+	EXPECT_LT(region_.headOf(1), kN);
+	EXPECT_EQ(region_.freeStates(), kN - 1u);
+	EXPECT_EQ(popIds(2), (std::vector<uint16_t>{ 2, 3 }));
+	EXPECT_EQ(region_.inFlight(), 3u);
+	EXPECT_EQ(region_.freeStates(), kN - 4u);
+	EXPECT_EQ(restart(), 3u);
+	EXPECT_EQ(popIds(3), (std::vector<uint16_t>{ 1, 2, 3 }));
+}
+
+TEST_F(PackedQueueInflight, AHostileRegionIsStartedAfreshOrBounded)
+{
+	post(2);
+	post(4, 2);
+	popIds(2);
+	/* A size the ring does not have: nothing is trusted, the front-end's base stands. */
+	region_.header().descNum = kN * 2;
+	EXPECT_EQ(restart(), 0u);
+	EXPECT_EQ(region_.header().descNum, kN);
+	EXPECT_EQ(region_.freeStates(), kN);
+	EXPECT_EQ(queue_.nextAvail(), 0u);
+
+	/* Positions beyond the ring or wrap counters that are not 0 or 1. */
+	popIds(2);
+	region_.header().usedIdx = kN + 1;
+	EXPECT_EQ(restart(), 0u);
+	popIds(2);
+	region_.header().oldUsedWrapCounter = 2;
+	EXPECT_EQ(restart(), 0u);
+
+	/* A chain longer than the ring, one that runs into the free list, a wrong last state. */
+	popIds(2);
+	region_.desc(region_.headOf(4)).num = kN + 1;
+	EXPECT_EQ(restart(), 0u);
+	popIds(2);
+	region_.desc(region_.headOf(4)).next = region_.header().freeHead;
+	EXPECT_EQ(restart(), 0u);
+	popIds(2);
+	region_.desc(region_.headOf(4)).last = region_.headOf(4);
+	EXPECT_EQ(restart(), 0u);
+
+	/* Garbage that costs nothing: a flag neither 0 nor 1, a free list that loops. */
+	popIds(2);
+	uint16_t spare = region_.header().freeHead;
+	region_.desc(spare).inflight = 0x7f;
+	region_.desc(spare).next = spare;
+	EXPECT_EQ(restart(), 2u);
+	EXPECT_EQ(region_.desc(spare).inflight, 0) << "a flag that is neither 0 nor 1 is cleared";
+	EXPECT_EQ(region_.freeStates(), kN - 3u) << "every state no chain holds is free again";
+
+	/* A copy whose buffer is not in guest memory: the chain is refused, not trusted. */
+	region_.desc(region_.headOf(2)).addr = 0xdead00000000;
+	EXPECT_EQ(restart(), 2u);
+	EXPECT_EQ(pop(), PopStatus::BadChain);
+	EXPECT_EQ(queue_.lastError(), ChainError::BadAddress);
+	EXPECT_EQ(chain_.head, 2u);
+	EXPECT_EQ(queue_.lastDescCount(), 1u) << "returned with length 0, like any refused chain";
+	EXPECT_EQ(popIds(1), (std::vector<uint16_t>{ 4 }));
+	EXPECT_FALSE(queue_.isBroken());
+}
+
+TEST_F(PackedQueueInflight, ADriverReusingDescriptorsNotYetSeenUsedCostsNoState)
+{
+	for (uint16_t id = 0; id < kN; id++)
+		post(id);
+	popIds(kN);
+	EXPECT_EQ(region_.freeStates(), 0u);
+	for (uint16_t id = 0; id < 4; id++)
+		queue_.addUsed(id, 0, 1);
+	/* The driver cannot have seen them used, yet it makes those descriptors available. */
+	post(8 % kN);
+	EXPECT_EQ(pop(), PopStatus::Empty) << "its states are free only once published";
+	queue_.publishUsed();
+	EXPECT_EQ(region_.freeStates(), 4u);
+	EXPECT_EQ(region_.inFlight(), 4u);
+}
+
+TEST_F(PackedQueueInflight, ResetStopsTracking)
+{
+	reconfigure();
+	queue_.setReady(true);
+	post(3);
+	popIds(1);
+	EXPECT_EQ(region_.inFlight(), 0u);
+	EXPECT_EQ(region_.freeStates(), kN);
+}
+
 /* ---- PackedDriver against PackedQueue, in one thread ---- */
 
 using test::BufferSpec;
@@ -1748,6 +2146,71 @@ TEST_F(PackedDriverLoop, DriverStopsAtAUsedIdThatWasNotInFlight)
 	EXPECT_TRUE(driver_->collectUsed().empty());
 	EXPECT_EQ(driver_->badUsedIds(), 1u);
 	EXPECT_EQ(driver_->inFlight(), 1u);
+}
+
+TEST_F(PackedDriverLoop, ChainsComeBackOnceAcrossRestartsOverManyLaps)
+{
+	/*
+	 * Back-ends that die at random points (between bursts, with used descriptors added and
+	 * not published) and come back on the same rings and inflight region, with a stale base:
+	 * every chain the driver posts comes back used exactly once.
+	 */
+	start(5);
+	std::vector<uint64_t> storage((inflightQueueBytesPacked(5) + 7) / 8);
+	auto *region = reinterpret_cast<InflightQueuePacked *>(storage.data());
+	queue_->setInflight(region);
+	ASSERT_EQ(queue_->recoverInflight(), 0u);
+	Lcg rng(17);
+	std::vector<Held> held;
+	unsigned restarts = 0;
+	unsigned posted = 0;
+	unsigned collected = 0;
+	for (unsigned round = 0; round < 400; round++) {
+		posted += postWhileRoom(rng, 3);
+		popAll(*queue_, held);
+		if (HasFatalFailure())
+			return;
+		/* Return some of them, in another order. */
+		for (size_t k = held.size(); k > 1; k--)
+			std::swap(held[k - 1], held[rng.next(static_cast<uint32_t>(k))]);
+		size_t back = rng.next(static_cast<uint32_t>(held.size() + 1));
+		if (rng.next(6) == 0) {
+			/* Dies after adding used descriptors, before publishing them. */
+			for (size_t k = 0; k < back; k++)
+				queue_->addUsed(held[k].id, held[k].written, held[k].descCount);
+		} else {
+			std::vector<Held> returned(held.begin(), held.begin() + back);
+			held.erase(held.begin(), held.begin() + back);
+			giveBack(*queue_, returned);
+			collected += static_cast<unsigned>(driver_->collectUsed().size());
+			if (rng.next(5) != 0)
+				continue;
+		}
+		/* A new back-end: SET_VRING_NUM/ADDR/BASE (stale), then the kick. */
+		restarts++;
+		queue_ = std::make_unique<PackedQueue>(256);
+		ASSERT_TRUE(queue_->setSize(driver_->size()).has_value());
+		ASSERT_TRUE(queue_->setAddresses(driver_->descQva(), driver_->driverEventQva(),
+						 driver_->deviceEventQva())
+				    .has_value());
+		ASSERT_TRUE(queue_->translate(*memory_).has_value());
+		ASSERT_TRUE(queue_->setBase(0x80008000).has_value());
+		queue_->setInflight(region);
+		ASSERT_EQ(queue_->recoverInflight(), held.size()) << "round " << round;
+		queue_->setReady(true);
+		EXPECT_EQ(queue_->nextUsed(), driver_->usedIdx());
+		EXPECT_EQ(queue_->usedWrap(), driver_->usedWrap());
+		held.clear(); /* the new back-end takes them again */
+	}
+	popAll(*queue_, held);
+	giveBack(*queue_, held);
+	collected += static_cast<unsigned>(driver_->collectUsed().size());
+	EXPECT_GT(restarts, 50u);
+	EXPECT_EQ(collected, posted);
+	EXPECT_EQ(driver_->badUsedIds(), 0u) << "a chain came back twice";
+	EXPECT_EQ(driver_->inFlight(), 0u) << "a chain was lost";
+	EXPECT_EQ(driver_->numFree(), 5u);
+	EXPECT_FALSE(queue_->isBroken());
 }
 
 } /* namespace */

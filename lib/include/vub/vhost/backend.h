@@ -92,7 +92,8 @@ public:
 	 *
 	 * Return after a bounded amount of work: a guest can keep a ring busy for ever, and the
 	 * control thread waits for a vring's lock to stop it (a disconnect, GET_VRING_BASE). With
-	 * work left, notify() the ring's kick eventfd to be called again.
+	 * work left, notify() the ring's kick eventfd to be called again. Chains taken and not
+	 * returned (and published) by then are still in flight when GET_VRING_BASE answers.
 	 */
 	virtual Result<void> handleEvent(uint16_t deviceEvent, uint32_t evset,
 					 std::span<VringT *const> vrings, size_t threadId) = 0;

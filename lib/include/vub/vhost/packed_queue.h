@@ -4,10 +4,12 @@
 #include <atomic>
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "vub/base/log.h"
 #include "vub/base/result.h"
 #include "vub/vhost/guest_memory.h"
+#include "vub/vhost/inflight.h"
 #include "vub/vhost/split_queue.h"
 #include "vub/virtio/packed_ring.h"
 
@@ -33,7 +35,12 @@ namespace vub::vhost {
  * corrupt ring (a buffer id beyond the ring, a chain running into a descriptor that is not
  * available, a descriptor made available while the device still holds it) marks the queue
  * broken. Each descriptor is read once: its flags with an acquire load, then its address,
- * length and id. Not thread-safe: one thread at a time.
+ * length and id.
+ *
+ * With an inflight region (setInflight(), recoverInflight()), the queue records in it the
+ * chains it takes and the ones it returns, so that the next back-end started on the same
+ * rings takes again those this one took and did not return. Not thread-safe: one thread at a
+ * time.
  */
 class PackedQueue
 {
@@ -131,6 +138,33 @@ public:
 	/** \brief Back to the state of a new queue (size and features are kept). */
 	void reset();
 
+	/**
+	 * \brief The region in which to record the chains taken and not yet returned (vhost-user
+	 * inflight I/O tracking), or null to record nothing; recording starts at the next
+	 * recoverInflight(). The region must hold at least size() states. Control thread, queue
+	 * not ready.
+	 */
+	void setInflight(InflightQueuePacked *region)
+	{
+		inflightRegion_ = region;
+		inflight_ = nullptr;
+	}
+	/**
+	 * \brief When the queue starts (translated): bring the inflight region up to date as the
+	 * specification says (the last batch of used descriptors is kept if the driver can see
+	 * it, rolled back if not), and line up the chains it holds as taken and not returned (by
+	 * a back-end that died) to come first from the next pops, in the order they were taken,
+	 * from the copies of their descriptors in the region. The used position becomes the
+	 * region's, the avail position the used one plus the descriptors of those chains,
+	 * overriding setBase(). A region that is new, for another size or whose values do not
+	 * hold together (a position beyond the ring, a chain whose states leave the table or
+	 * share a state with another) is started afresh at the setBase() positions; a flag other
+	 * than 0 or 1 is cleared. Every value is read once and bounded; nothing from the region
+	 * is used as an address. Allocates (control thread).
+	 * \return how many chains are lined up
+	 */
+	uint16_t recoverInflight();
+
 	/* Data path (processing thread). */
 
 	/**
@@ -171,7 +205,7 @@ public:
 	[[gnu::always_inline]] uint16_t popUsualBurst(const GuestMemory &mem, DescBuffer *buffers,
 						      uint16_t *ids, uint16_t max, Accept &&accept)
 	{
-		if (!ready_ || !desc_ || broken_) [[unlikely]]
+		if (!ready_ || !desc_ || broken_ || resubmitting_) [[unlikely]]
 			return 0;
 		virtio::PackedDesc *const desc = desc_;
 		const uint16_t size = size_;
@@ -205,6 +239,12 @@ public:
 			DescBuffer buffer{ hva, len, (flags & writeFlag) != 0 };
 			if (!accept(n, buffer))
 				break;
+			if (inflight_) [[unlikely]] {
+				uint32_t position = idx | (wrap ? virtio::kPackedBaseAvailWrap : 0);
+				if (!takeInflight(virtio::PackedDesc{ gpa, len, id, flags },
+						  position))
+					break;
+			}
 			buffers[n] = buffer;
 			ids[n] = id;
 			if (++idx == size) {
@@ -222,8 +262,9 @@ public:
 	}
 	ChainError lastError() const { return lastError_; }
 	/**
-	 * \brief Descriptors the driver made available from the next avail position on, at most
-	 * \a max: an upper bound of the chains pop() would return (a chain may take several).
+	 * \brief Descriptors the driver made available from the next avail position on, plus the
+	 * chains of a back-end that died still to be taken again, at most \a max: an upper bound
+	 * of the chains pop() would return (a chain may take several).
 	 */
 	uint16_t available(uint16_t max) const;
 	/** \brief Where pop() reads next (index and wrap counter), for rewindAvail(). */
@@ -233,10 +274,13 @@ public:
 	}
 	/**
 	 * \brief Give back every chain pop() took since availPosition() answered \a position
-	 * (none of them used yet): they come again.
+	 * (none of them used yet): they come again. Not the chains taken again after a restart
+	 * (recoverInflight()): those are not on the ring; give them back with addUsed().
 	 */
 	void rewindAvail(uint32_t position)
 	{
+		if (inflight_) [[unlikely]]
+			rewindInflight(position);
 		lastAvailIdx_ = static_cast<uint16_t>(position & 0x7fff);
 		availWrap_ = (position & virtio::kPackedBaseAvailWrap) != 0;
 	}
@@ -261,6 +305,8 @@ public:
 	{
 		/* Our own caller's count, taken from lastDescCount(): not guest input. */
 		VUB_ASSERT(descCount >= 1 && descCount <= size_);
+		if (inflight_) [[unlikely]]
+			returnInflight(id, descCount);
 		if (!desc_ || waitingCount_ != 0) [[unlikely]]
 			addUsedWaiting(id, len, descCount);
 		else
@@ -280,6 +326,10 @@ public:
 	{
 		if (waitingCount_ != 0) [[unlikely]]
 			writeWaiting();
+		if (inflight_) [[unlikely]] {
+			publishInflight();
+			return;
+		}
 		if (headPending_ && desc_) {
 			std::atomic_ref<uint16_t>(desc_[headIdx_].flags)
 				.store(headFlags_, std::memory_order_release);
@@ -341,10 +391,70 @@ private:
 	/** Write the chains that wait, once the ring is mapped. */
 	void writeWaiting();
 
-	/* Hot, runtime state first. */
+	/* Inflight tracking: out of line, reached only with a region. */
+	/** No state in the shadow lists. */
+	static constexpr uint16_t kNoState = 0xffff;
+	/** The region's lists as this queue wrote them: the data path never reads the region. */
+	struct InflightState {
+		uint16_t next;	/**< the free list or the chain, as desc[].next */
+		uint16_t last;	/**< a chain's head: its last state */
+		uint16_t num;	/**< a chain's head: its descriptors */
+		uint16_t id;	/**< a chain's head: its buffer id */
+		uint16_t older; /**< a chain's head: the chains in flight, in the order taken */
+		uint16_t newer;
+		/** A chain's head: availPosition() when it was taken; kNoPosition: taken again. */
+		uint32_t position;
+	};
+	static constexpr uint32_t kNoPosition = UINT32_MAX;
+	/** A chain of a back-end that died, to be taken again: its copies in resubmitDescs_. */
+	struct Resubmit {
+		uint32_t first;
+		uint16_t num;
+		uint16_t id;
+	};
+	/**
+	 * Record the chain of one descriptor \a d just taken. \return false when the region has
+	 * no free state until the next publishUsed(): the chain must not be taken yet.
+	 */
+	bool takeInflight(const virtio::PackedDesc &d, uint32_t position);
+	/**
+	 * Copy \a d, the next descriptor of a chain being taken, into the free state \a state
+	 * (\a last then), and move \a state along the free list. \return false when none is left.
+	 */
+	bool stageInflight(uint16_t &state, uint16_t &last, const virtio::PackedDesc &d);
+	/**
+	 * Record the chain staged from the free head to \a last, of \a num descriptors, taken at
+	 * ring position \a position; not when a chain with its buffer id \a id is in flight.
+	 */
+	void commitInflight(uint16_t last, uint16_t num, uint16_t id, uint32_t position);
+	/** The chain \a id went back (\a descCount descriptors: more means IN_ORDER's batch). */
+	void returnInflight(uint16_t id, uint16_t descCount);
+	/** publishUsed() with the region: free the batch, publish, then clear and commit. */
+	void publishInflight();
+	/** rewindAvail(): forget the chains taken since \a position. */
+	void rewindInflight(uint32_t position);
+	/** The taken-order list: \a head out of it (and its id), or in as the newest. */
+	void unlinkInflight(uint16_t head);
+	void linkNewest(uint16_t head);
+	/** The region's free heads and used positions, current and old alike. */
+	void settleInflight(uint16_t freeLink, uint16_t used, bool usedWrap);
+	/** The next resubmitted chain, from its copies. */
+	PopStatus popResubmitted(const GuestMemory &mem, std::span<DescBuffer> storage,
+				 DescriptorChain &chain);
+	/** Start the region afresh at the current positions. */
+	void restartInflight();
+	/** After a recovery: no used flags on the \a descs descriptors in flight. */
+	void scrubUnpublished(uint32_t descs);
+	/** Set up the shadow lists of a region the queue has just validated or started. */
+	void adoptInflight(uint16_t freeHead);
+
+	/* Hot, runtime state first: one cache line. */
 	alignas(64) virtio::PackedDesc *desc_ = nullptr;
 	virtio::PackedEventSuppress *driverEvent_ = nullptr;
 	virtio::PackedEventSuppress *deviceEvent_ = nullptr;
+	/** The inflight region being recorded, when the front-end gave one. */
+	InflightQueuePacked *inflight_ = nullptr;
+	uint32_t regionHint_ = 0;
 	uint16_t size_ = 0;
 	uint16_t lastAvailIdx_ = 0;
 	uint16_t usedIdx_ = 0;
@@ -355,22 +465,23 @@ private:
 	uint16_t headFlags_ = 0;
 	/** Chains that wait for the ring to be mapped (waiting_). */
 	uint16_t waitingCount_ = 0;
-	/** Where the first waiting chain goes, and its lap. */
-	uint16_t waitingIdx_ = 0;
+	/** The flag that makes a buffer writable: 0 when the device only reads. */
+	uint16_t writeFlag_ = virtio::kPackedDescFWrite;
 	bool availWrap_ = true;
 	bool usedWrap_ = true;
-	bool waitingWrap_ = true;
 	bool headPending_ = false;
 	bool signalledUsedValid_ = false;
 	bool eventIdx_ = false;
 	bool indirect_ = false;
 	bool ready_ = false;
 	bool broken_ = false;
+	/** Chains of a back-end that died wait in resubmit_ for pop(). */
+	bool resubmitting_ = false;
 	ChainError lastError_ = ChainError::None;
-	uint32_t regionHint_ = 0;
-	/** The flag that makes a buffer writable: 0 when the device only reads. */
-	uint16_t writeFlag_ = virtio::kPackedDescFWrite;
 
+	/** Where the first waiting chain goes, and its lap. */
+	uint16_t waitingIdx_ = 0;
+	bool waitingWrap_ = true;
 	/** A chain given back while the ring was not mapped. */
 	struct UsedEntry {
 		uint16_t id;
@@ -384,6 +495,22 @@ private:
 	uint64_t driverEventQva_ = 0;
 	uint64_t deviceEventQva_ = 0;
 	uint16_t maxSize_;
+	InflightQueuePacked *inflightRegion_ = nullptr;
+
+	/* Inflight tracking (cold). */
+	std::vector<InflightState> inflightStates_;
+	/** By buffer id: the head state of the chain in flight with that id, or kNoState. */
+	std::vector<uint16_t> inflightHeadOfId_;
+	/** The head states of the chains returned since the last publishUsed(). */
+	std::vector<uint16_t> inflightBatch_;
+	uint16_t inflightBatchCount_ = 0;
+	uint16_t inflightFreeHead_ = kNoState;
+	uint16_t inflightOldest_ = kNoState;
+	uint16_t inflightNewest_ = kNoState;
+	uint64_t inflightCounter_ = 0;
+	std::vector<virtio::PackedDesc> resubmitDescs_;
+	std::vector<Resubmit> resubmit_;
+	size_t resubmitNext_ = 0;
 
 	QueueStats stats_;
 };
