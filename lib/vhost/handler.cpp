@@ -467,6 +467,7 @@ void VhostUserHandler::resetDeviceState()
 		state->getPackedQueue().reset();
 	}
 	regions_.clear();
+	repeatedAdds_.clear();
 	mem_->replace(std::make_unique<GuestMemory>());
 	inflight_ = InflightArea();
 	ackedFeatures_ = 0;
@@ -703,6 +704,7 @@ Result<void> VhostUserHandler::installMemory(std::vector<std::shared_ptr<MemoryR
 Result<void> VhostUserHandler::setMemTable(Message &msg)
 {
 	auto table = msg.payloadAs<MemoryTableMsg>();
+	repeatedAdds_.clear();
 	std::vector<std::shared_ptr<MemoryRegion>> regions;
 	for (uint32_t i = 0; i < table.nregions; i++) {
 		auto region = MemoryRegion::create(table.regions[i], msg.takeFd(i));
@@ -713,9 +715,31 @@ Result<void> VhostUserHandler::setMemTable(Message &msg)
 	return installMemory(std::move(regions));
 }
 
+namespace {
+
+/** Whether \a region is the one \a msg describes (GPA, QVA, size and offset). */
+bool sameRegion(const MemoryRegion &region, const MemoryRegionMsg &msg)
+{
+	return region.gpa() == msg.guestPhysAddr && region.qva() == msg.userspaceAddr &&
+	       region.size() == msg.memorySize && region.mmapOffset() == msg.mmapOffset;
+}
+
+} /* namespace */
+
 Result<void> VhostUserHandler::addMemReg(Message &msg)
 {
 	auto single = msg.payloadAs<SingleRegionMsg>();
+	/*
+	 * QEMU (7.2) has one vhost device per queue pair on the same connection, and each adds
+	 * the guest's regions: a region added again is counted, not mapped twice, and the fd
+	 * that came with it is closed. Each REM_MEM_REG takes one count back.
+	 */
+	for (const auto &region : regions_) {
+		if (sameRegion(*region, single.region)) {
+			repeatedAdds_[region.get()]++;
+			return {};
+		}
+	}
 	if (regions_.size() >= GuestMemory::kMaxRegions)
 		return Error{ ENOSPC, "no free memory slot" };
 	auto region = MemoryRegion::create(single.region, msg.takeFd(0));
@@ -737,6 +761,11 @@ Result<void> VhostUserHandler::remMemReg(const Message &msg)
 	});
 	if (it == regions.end())
 		return Error{ ENOENT, "no such memory region" };
+	if (auto repeated = repeatedAdds_.find(it->get()); repeated != repeatedAdds_.end()) {
+		if (--repeated->second == 0)
+			repeatedAdds_.erase(repeated);
+		return {};
+	}
 	regions.erase(it);
 	return installMemory(std::move(regions));
 }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -137,6 +138,8 @@ private:
 	std::vector<std::unique_ptr<VringEpollHandler>> workers_;
 	std::vector<std::unique_ptr<VringPoller>> pollers_;
 	std::vector<std::shared_ptr<MemoryRegion>> regions_;
+	/** ADD_MEM_REG of a region already there, by region: REM_MEM_REG takes these first. */
+	std::map<const MemoryRegion *, unsigned> repeatedAdds_;
 	InflightArea inflight_;
 
 	uint64_t offeredFeatures_ = 0;

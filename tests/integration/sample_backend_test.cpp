@@ -442,6 +442,42 @@ TEST_F(SampleBackendTest, RegionAddedAndRemovedWithMemSlots)
 	EXPECT_FALSE(frontend_->remMemReg(*extra)) << "removing a region twice must fail";
 }
 
+/*
+ * QEMU 7.2 with two queue pairs: each pair's vhost device adds the same regions on the one
+ * connection, and each removes them. The region stays mapped until the last removal, and the
+ * fds of the repeated additions are closed.
+ */
+TEST_F(SampleBackendTest, RegionAddedByEachQueuePairStaysUntilTheLastRemoval)
+{
+	connect();
+	auto o = options();
+	o.protocolFeatures |= protocol::mask(protocol::kConfigureMemSlots);
+	ASSERT_TRUE(frontend_->negotiateQemu(o));
+	auto extra = GuestMemoryFd::create(1 << 20, 0x40000000);
+	ASSERT_TRUE(extra);
+	ASSERT_TRUE(frontend_->addMemReg(*extra));
+	ASSERT_TRUE(frontend_->getFeatures());
+	size_t fds = openFdCount();
+	ASSERT_TRUE(frontend_->addMemReg(*extra)) << "the same region again is not an overlap";
+	ASSERT_TRUE(frontend_->getFeatures());
+	EXPECT_EQ(openFdCount(), fds) << "the repeated region's fd was kept";
+	uint64_t gpa = extra->alloc(64, 16);
+	BufferSpec spec{ gpa, 64, false };
+	auto post = [&](uint16_t used) {
+		ASSERT_GE(frontend_->queue(1).addChain(std::span(&spec, 1)), 0);
+		frontend_->queue(1).publish();
+		frontend_->kick(1);
+		ASSERT_TRUE(waitUsed(1, used));
+	};
+	ASSERT_TRUE(frontend_->remMemReg(*extra));
+	ASSERT_NO_FATAL_FAILURE(post(1));
+	EXPECT_EQ(backend_->counters(1).badChains.load(), 0u) << "unmapped at the first removal";
+	ASSERT_TRUE(frontend_->remMemReg(*extra));
+	ASSERT_NO_FATAL_FAILURE(post(2));
+	EXPECT_EQ(backend_->counters(1).badChains.load(), 1u) << "still mapped after the last";
+	EXPECT_FALSE(frontend_->remMemReg(*extra));
+}
+
 TEST_F(SampleBackendTest, ServesTheNextFrontendAfterDisconnect)
 {
 	size_t fdsBefore = 0;
