@@ -213,6 +213,20 @@ public:
 		return parsePortStats(*reply);
 	}
 
+	/** \brief `show port xstats PORT`: name -> value (empty when it does not answer). */
+	std::map<std::string, uint64_t> showPortXstats(unsigned port)
+	{
+		std::map<std::string, uint64_t> out;
+		auto reply = command("show port xstats " + std::to_string(port));
+		if (!reply)
+			return out;
+		static const std::regex kLine("(?:^|\n)([a-z0-9_]+): ([0-9]+)");
+		for (auto it = std::sregex_iterator(reply->begin(), reply->end(), kLine);
+		     it != std::sregex_iterator(); ++it)
+			out[(*it)[1].str()] = std::stoull((*it)[2].str());
+		return out;
+	}
+
 	/** \brief `show port info all`, by port. */
 	std::optional<std::map<unsigned, PortInfo>> showPortInfo()
 	{

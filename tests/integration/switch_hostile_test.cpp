@@ -76,20 +76,6 @@ struct Bench {
 };
 Bench *bench = nullptr;
 
-/** `show port xstats PORT` as name -> value. */
-std::map<std::string, uint64_t> xstats(VubSwitchCli &sw, unsigned port)
-{
-	std::map<std::string, uint64_t> out;
-	auto reply = sw.command("show port xstats " + std::to_string(port));
-	if (!reply)
-		return out;
-	static const std::regex kLine("(?:^|\n)([a-z0-9_]+): ([0-9]+)");
-	for (auto it = std::sregex_iterator(reply->begin(), reply->end(), kLine);
-	     it != std::sregex_iterator(); ++it)
-		out[(*it)[1].str()] = std::stoull((*it)[2].str());
-	return out;
-}
-
 /** The last \a n lines of the switch's own log in \a output (its CLI answers left out). */
 std::string logLines(const std::string &output, size_t n)
 {
@@ -113,7 +99,7 @@ std::map<std::string, uint64_t> xstatsOnce(VubSwitchCli &sw, unsigned port, Done
 {
 	auto deadline = std::chrono::steady_clock::now() + 2s;
 	for (;;) {
-		auto x = xstats(sw, port);
+		auto x = sw.showPortXstats(port);
 		if (done(x) || std::chrono::steady_clock::now() >= deadline)
 			return x;
 		std::this_thread::sleep_for(10ms);
@@ -343,7 +329,7 @@ protected:
 	void expectStillServing()
 	{
 		ASSERT_TRUE(evil_->getFeatures()) << "the connection is gone";
-		auto before = xstats(*bench->sw, 0)["rx_q0_packets"];
+		auto before = bench->sw->showPortXstats(0)["rx_q0_packets"];
 		BufferSpec good[] = { { frame(), kHeader + kFrame, false } };
 		post(*evil_, 1, good);
 		EXPECT_EQ(waitUsed(*evil_, 1, 1).size(), 1u) << "the TX ring stopped";
@@ -361,7 +347,7 @@ protected:
 			     Corrupt corrupt)
 	{
 		SCOPED_TRACE(counter);
-		auto before = xstats(*bench->sw, 0);
+		auto before = bench->sw->showPortXstats(0);
 		post(*evil_, 1, bufs, indirect, corrupt);
 		BufferSpec good[] = { { frame(), kHeader + kFrame, false } };
 		post(*evil_, 1, good);
@@ -393,9 +379,9 @@ protected:
 	void expectTxBroken()
 	{
 		EXPECT_TRUE(evil_->waitErr(1, kWaitMs)) << "the err eventfd was not signalled";
-		auto before = xstats(*bench->sw, 0)["rx_q0_packets"];
+		auto before = bench->sw->showPortXstats(0)["rx_q0_packets"];
 		std::this_thread::sleep_for(200ms);
-		EXPECT_EQ(xstats(*bench->sw, 0)["rx_q0_packets"], before)
+		EXPECT_EQ(bench->sw->showPortXstats(0)["rx_q0_packets"], before)
 			<< "the switch still takes frames from a broken ring";
 		EXPECT_TRUE(evil_->getFeatures()) << "a broken ring ends only the ring";
 	}
@@ -930,7 +916,7 @@ TEST_P(SwitchHostile, HeaderSplitsAndShortChainsAreHandled)
 	BufferSpec threeWay[] = { { f, 4, false },
 				  { f + 4, 4, false },
 				  { f + 8, 4 + kFrame, false } };
-	auto before = xstats(*bench->sw, 0);
+	auto before = bench->sw->showPortXstats(0);
 	post(*evil_, 1, threeWay);
 	ASSERT_EQ(waitUsed(*evil_, 1, 1).size(), 1u);
 	EXPECT_EQ(rxPacketsOnce(*bench->sw, before["rx_q0_packets"] + 1),
@@ -955,7 +941,7 @@ TEST_P(SwitchHostile, DescriptorsRewrittenWhileReadAreTakenOnceOrDropped)
 		frames.push_back(frame());
 	std::vector<uint32_t *> lens;
 	std::atomic<bool> stop{ false };
-	auto before = xstats(*bench->sw, 0);
+	auto before = bench->sw->showPortXstats(0);
 	for (int i = 0; i < kChains; i++) {
 		BufferSpec b[] = { { frames[i], kHeader + kFrame, false } };
 		post(*evil_, 1, b, false, [&](uint16_t head) {
@@ -1039,7 +1025,7 @@ TEST_P(SwitchHostilePacked, DescriptorsWithTheWrongWrapAreNotTaken)
 	ASSERT_NO_FATAL_FAILURE(startEvil());
 	PackedDriver &d = evil_->packedQueue(1);
 	uint16_t slot = d.availIdx();
-	auto before = xstats(*bench->sw, 0)["rx_q0_packets"];
+	auto before = bench->sw->showPortXstats(0)["rx_q0_packets"];
 	BufferSpec one[] = { { frame(), kHeader + kFrame, false } };
 	d.holdNextHead();
 	ASSERT_GE(d.addChain(one), 0);
@@ -1048,7 +1034,7 @@ TEST_P(SwitchHostilePacked, DescriptorsWithTheWrongWrapAreNotTaken)
 	     { uint16_t(virtio::kPackedDescFAvail | virtio::kPackedDescFUsed), uint16_t(0) }) {
 		d.setDescFlags(slot, wrong);
 		std::this_thread::sleep_for(200ms);
-		EXPECT_EQ(xstats(*bench->sw, 0)["rx_q0_packets"], before)
+		EXPECT_EQ(bench->sw->showPortXstats(0)["rx_q0_packets"], before)
 			<< "taken with flags " << wrong;
 	}
 	d.releaseHeldHead();
@@ -1066,7 +1052,7 @@ TEST_P(SwitchHostile, BadRxBuffersAreNeverWrittenOutside)
 {
 	ASSERT_NO_FATAL_FAILURE(startEvil());
 	ASSERT_NO_FATAL_FAILURE(startPeer());
-	auto before = xstats(*bench->sw, 0);
+	auto before = bench->sw->showPortXstats(0);
 	BufferSpec outside[] = { { 0xdead00000000ull, 2048, true } };
 	post(*evil_, 0, outside);
 	ASSERT_NO_FATAL_FAILURE(peerSends(1));
@@ -1086,7 +1072,7 @@ TEST_P(SwitchHostile, BadRxBuffersAreNeverWrittenOutside)
 	ASSERT_NO_FATAL_FAILURE(peerSends(8));
 	std::this_thread::sleep_for(300ms);
 	ASSERT_NO_FATAL_FAILURE(expectGuardsIntact());
-	auto after = xstats(*bench->sw, 0);
+	auto after = bench->sw->showPortXstats(0);
 	EXPECT_GE(after["tx_q0_chain_bad_address"], before["tx_q0_chain_bad_address"] + 1);
 	EXPECT_GT(after["tx_q0_packets"], before["tx_q0_packets"])
 		<< "no frame reached the good RX buffers";

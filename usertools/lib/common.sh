@@ -24,6 +24,7 @@ VUB_DEB_PACKAGES=(
 	dpdk dpdk-dev libdpdk-dev
 	python3 clang-format clang-tidy
 	clang libclang-rt-14-dev
+	qemu-system-x86 busybox-static
 )
 
 # Packages only some tools use, installed when that tool needs them (vub_install_packages):
