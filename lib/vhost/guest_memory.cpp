@@ -125,6 +125,18 @@ bool GuestMemory::qvaToGpa(uint64_t qva, uint64_t *gpa) const
 	return false;
 }
 
+void GuestMemory::logWrite(const uint8_t *hva, uint64_t len) const
+{
+	if (!log_)
+		return;
+	for (const MemoryRegion *r : regionList_) {
+		if (hva >= r->hva() && static_cast<uint64_t>(hva - r->hva()) < r->size()) {
+			log_->mark(r->gpa() + static_cast<uint64_t>(hva - r->hva()), len);
+			return;
+		}
+	}
+}
+
 GuestMemoryAtomic::GuestMemoryAtomic(Rcu &rcu) : rcu_(rcu), current_(new GuestMemory())
 {
 }

@@ -24,7 +24,7 @@ constexpr uint64_t kImplementedProtocolFeatures =
 	mask(protocol::kMtu) | mask(protocol::kBackendReq) | mask(protocol::kConfig) |
 	mask(protocol::kResetDevice) | mask(protocol::kInbandNotifications) |
 	mask(protocol::kConfigureMemSlots) | mask(protocol::kStatus) |
-	mask(protocol::kInflightShmfd);
+	mask(protocol::kInflightShmfd) | mask(protocol::kLogShmfd);
 
 /** How big a request's payload must be. */
 enum class Size : uint8_t { None, U64, State, Addr, MemTable, Region, Log, Iotlb, Config, Inflight, Uuid, Any };
@@ -47,8 +47,8 @@ constexpr Rule kRules[] = {
 	/* SET_OWNER */ { Size::None, Fds::None, false, true, -1 },
 	/* RESET_OWNER */ { Size::None, Fds::None, false, true, -1 },
 	/* SET_MEM_TABLE */ { Size::MemTable, Fds::Regions, false, true, -1 },
-	/* SET_LOG_BASE */ { Size::Log, Fds::ZeroOrOne, false, false, -1 },
-	/* SET_LOG_FD */ { Size::None, Fds::One, false, false, -1 },
+	/* SET_LOG_BASE */ { Size::Log, Fds::One, true, true, protocol::kLogShmfd },
+	/* SET_LOG_FD */ { Size::None, Fds::One, false, true, protocol::kLogShmfd },
 	/* SET_VRING_NUM */ { Size::State, Fds::None, false, true, -1 },
 	/* SET_VRING_ADDR */ { Size::Addr, Fds::None, false, true, -1 },
 	/* SET_VRING_BASE */ { Size::State, Fds::None, false, true, -1 },
@@ -155,6 +155,7 @@ bool fdsMatch(Fds rule, const Message &msg)
 bool failsWithU64(FrontendRequest request, uint64_t *value)
 {
 	switch (request) {
+	case FrontendRequest::SetLogBase:
 	case FrontendRequest::IotlbMsg:
 	case FrontendRequest::PostcopyEnd:
 	case FrontendRequest::CheckDeviceState:
@@ -468,6 +469,8 @@ void VhostUserHandler::resetDeviceState()
 	}
 	regions_.clear();
 	repeatedAdds_.clear();
+	log_.reset();
+	logFd_.reset();
 	mem_->replace(std::make_unique<GuestMemory>());
 	inflight_ = InflightArea();
 	ackedFeatures_ = 0;
@@ -609,6 +612,12 @@ Result<void> VhostUserHandler::dispatch(FrontendRequest request, Message &msg, R
 		return {};
 	case FrontendRequest::ResetDevice:
 		return resetDevice();
+	case FrontendRequest::SetLogBase:
+		return setLogBase(msg, reply);
+	case FrontendRequest::SetLogFd:
+		/* Kept, not kicked: the front-end reads the log when it syncs (as DPDK). */
+		logFd_ = msg.takeFd(0);
+		return {};
 	case FrontendRequest::GetInflightFd:
 		return getInflightFd(msg.payloadAs<InflightMsg>(), reply);
 	case FrontendRequest::SetInflightFd:
@@ -658,6 +667,14 @@ Result<void> VhostUserHandler::setFeatures(uint64_t features)
 	}
 	backend_->ackedFeatures(features);
 	backend_->setEventIdx(eventIdx);
+	/* A migration starts or ends logging: the workers see it in the next snapshot. */
+	if (changed & virtio::bit(virtio::kVhostFLogAll)) {
+		bool on = features & virtio::bit(virtio::kVhostFLogAll);
+		VUB_LOG(Memory, Info, "%s: dirty logging %s%s", name_.c_str(), on ? "on" : "off",
+			on && !log_ ? " (no log yet)" : "");
+		if (log_)
+			return installMemory(regions_);
+	}
 	return {};
 }
 
@@ -679,6 +696,8 @@ Result<void> VhostUserHandler::installMemory(std::vector<std::shared_ptr<MemoryR
 	auto memory = GuestMemory::create(regions);
 	if (!memory)
 		return memory.error();
+	if (log_ && (ackedFeatures_ & virtio::bit(virtio::kVhostFLogAll)))
+		(*memory)->setDirtyLog(log_);
 	mem_->replace(std::move(*memory), [this](const GuestMemory &next) {
 		/* Rings move to the new mappings before the old ones can go. */
 		for (auto &slot : vrings_) {
@@ -805,8 +824,18 @@ Result<void> VhostUserHandler::setVringAddr(const VringAddrMsg &addr)
 	if (!slot)
 		return slot.error();
 	auto vring = (*slot)->vring->getMut();
-	if (vring->isStarted())
-		return Error{ EBUSY, "ring addresses changed while the ring runs" };
+	if (vring->isStarted()) {
+		/*
+		 * A migration sets VHOST_VRING_F_LOG on running rings, the addresses unchanged:
+		 * vub logs the used ring at the address it translated itself.
+		 */
+		bool same = vring->visitQueue([&](const auto &queue) {
+			return queue.sameAddresses(addr.desc, addr.avail, addr.used);
+		});
+		if (!same)
+			return Error{ EBUSY, "ring addresses changed while the ring runs" };
+		return {};
+	}
 	return vring->visitQueue([&](auto &queue) -> Result<void> {
 		VUB_TRY(queue.setAddresses(addr.desc, addr.avail, addr.used));
 		auto translated = queue.translate(*mem_->memory());
@@ -1056,6 +1085,21 @@ Result<void> VhostUserHandler::setConfig(const Message &msg)
 	return backend_->setConfig(request.offset, std::span<const uint8_t>(request.payload, request.size));
 }
 
+Result<void> VhostUserHandler::setLogBase(Message &msg, Reply &reply)
+{
+	const auto &request = msg.payloadAs<LogMsg>();
+	auto log = DirtyLog::map(msg.takeFd(0), request.mmapSize, request.mmapOffset);
+	if (!log)
+		return log.error();
+	log_ = std::move(*log);
+	VUB_LOG(Memory, Info, "%s: dirty log of %llu bytes%s", name_.c_str(),
+		static_cast<unsigned long long>(log_->bytes()),
+		ackedFeatures_ & virtio::bit(virtio::kVhostFLogAll) ? ", logging" : "");
+	VUB_TRY(installMemory(regions_));
+	reply.set(uint64_t{ 0 });
+	return {};
+}
+
 Result<void> VhostUserHandler::checkInflightRequest(const InflightMsg &request)
 {
 	if (anyVringStarted())
@@ -1110,6 +1154,10 @@ Result<void> VhostUserHandler::resetDevice()
 	featuresSet_ = false;
 	status_ = 0;
 	backend_->resetDevice();
+	/* No more logging: LOG_ALL is gone with the features. */
+	log_.reset();
+	if (mem_->memory()->dirtyLog())
+		return installMemory(regions_);
 	return {};
 }
 

@@ -116,6 +116,8 @@ private:
 	Result<void> checkInflightRequest(const InflightMsg &request);
 	Result<void> getInflightFd(const InflightMsg &request, Reply &reply);
 	Result<void> setInflightFd(Message &msg);
+	/** \brief SET_LOG_BASE: map the dirty log; the workers log once LOG_ALL is acked. */
+	Result<void> setLogBase(Message &msg, Reply &reply);
 	/** \brief Give a starting ring its inflight region and recover what it holds. */
 	template <typename Queue>
 	void startInflight(VringSlot &slot, Queue &queue);
@@ -141,6 +143,10 @@ private:
 	/** ADD_MEM_REG of a region already there, by region: REM_MEM_REG takes these first. */
 	std::map<const MemoryRegion *, unsigned> repeatedAdds_;
 	InflightArea inflight_;
+	/** The dirty log of SET_LOG_BASE; in the memory snapshot while LOG_ALL is acked. */
+	std::shared_ptr<const DirtyLog> log_;
+	/** SET_LOG_FD's eventfd, kept until the next one or a reset. */
+	UniqueFd logFd_;
 
 	uint64_t offeredFeatures_ = 0;
 	uint64_t offeredProtocolFeatures_ = 0;

@@ -118,6 +118,8 @@ Result<void> PackedQueue::translate(const GuestMemory &mem)
 	desc_ = reinterpret_cast<PackedDesc *>(desc);
 	driverEvent_ = reinterpret_cast<PackedEventSuppress *>(driverEvent);
 	deviceEvent_ = reinterpret_cast<PackedEventSuppress *>(deviceEvent);
+	mem.qvaToGpa(descQva_, &descGpa_);
+	mem.qvaToGpa(deviceEventQva_, &deviceEventGpa_);
 	return {};
 }
 

@@ -76,6 +76,7 @@ Result<void> SplitQueue::translate(const GuestMemory &mem)
 	desc_ = reinterpret_cast<SplitDesc *>(desc);
 	avail_ = reinterpret_cast<virtio::SplitAvail *>(avail);
 	used_ = reinterpret_cast<virtio::SplitUsed *>(used);
+	mem.qvaToGpa(usedQva_, &usedGpa_);
 	return {};
 }
 

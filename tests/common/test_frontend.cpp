@@ -544,6 +544,19 @@ Result<void> TestFrontend::setInflightFd(const vhost::InflightMsg &msg, int fd)
 	return sendAcked(FrontendRequest::SetInflightFd, &msg, sizeof(msg), fds);
 }
 
+Result<void> TestFrontend::setLogBase(const vhost::LogMsg &msg, int fd)
+{
+	int fds[1] = { fd };
+	/* Its reply is mandatory (LOG_SHMFD), NEED_REPLY or not. */
+	VUB_TRY(sendRaw(req(FrontendRequest::SetLogBase), &msg, sizeof(msg), std::span(fds, 1)));
+	auto r = expectReply(FrontendRequest::SetLogBase, sizeof(uint64_t));
+	if (!r)
+		return r.error();
+	if ((*r)->payloadAs<uint64_t>() != 0)
+		return Error{ EREMOTEIO, "the back-end refused SET_LOG_BASE" };
+	return {};
+}
+
 /* ---- back-end channel ---- */
 
 Result<void> TestFrontend::setBackendReqFd()
@@ -708,7 +721,8 @@ Result<void> TestFrontend::negotiateQemu(const NegotiateOptions &options)
 			VUB_TRY(addStatus(virtio::kStatusFeaturesOk));
 		if (p == 0 && options.inflightFd) {
 			if (!options.inflightFd->isValid()) {
-				auto got = getInflightFd(static_cast<uint16_t>(nq), options.queueSize);
+				auto got =
+					getInflightFd(static_cast<uint16_t>(nq), options.queueSize);
 				if (!got)
 					return got.error();
 				*options.inflightMsg = got->msg;

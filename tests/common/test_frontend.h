@@ -209,6 +209,8 @@ public:
 	};
 	Result<InflightFd> getInflightFd(uint16_t numQueues, uint16_t queueSize);
 	Result<void> setInflightFd(const vhost::InflightMsg &msg, int fd);
+	/** \brief SET_LOG_BASE with the dirty log in \a fd (LOG_SHMFD); reads the reply. */
+	Result<void> setLogBase(const vhost::LogMsg &msg, int fd);
 
 	/* The back-end channel. */
 	/**

@@ -4,6 +4,7 @@
  * the test thread plays the switch's lcore (dequeueBurst / enqueueBurst), under a DPDK EAL
  * with --no-huge so it runs anywhere.
  */
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,6 +20,7 @@
 
 #include <gtest/gtest.h>
 
+#include "vub/base/memory_mapping.h"
 #include "vub/base/rcu.h"
 #include "vub/base/topology.h"
 #include "vub/vhost/daemon.h"
@@ -43,12 +45,15 @@ public:
 	void SetUp() override
 	{
 		std::string prefix = "--file-prefix=vubnet" + std::to_string(getpid());
-		const char *args[] = { "net-port-test", "--no-huge", "-m", "256", "--no-pci",
-				       "--no-telemetry", "--log-level=error", prefix.c_str() };
+		const char *args[] = {
+			"net-port-test",  "--no-huge",	       "-m",	      "256", "--no-pci",
+			"--no-telemetry", "--log-level=error", prefix.c_str()
+		};
 		int argc = sizeof(args) / sizeof(args[0]);
 		ok = rte_eal_init(argc, const_cast<char **>(args)) >= 0;
 		if (ok)
-			pool = rte_pktmbuf_pool_create("net_test", 2047, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, 0);
+			pool = rte_pktmbuf_pool_create("net_test", 2047, 0, 0,
+						       RTE_MBUF_DEFAULT_BUF_SIZE, 0);
 	}
 	void TearDown() override
 	{
@@ -144,7 +149,8 @@ protected:
 		uint64_t a = mem_->alloc(split, 16), b = mem_->alloc(frame.size() - split, 16);
 		mem_->write(a, frame.data(), split);
 		mem_->write(b, frame.data() + split, frame.size() - split);
-		BufferSpec specs[] = { { a, split, false }, { b, static_cast<uint32_t>(frame.size() - split), false } };
+		BufferSpec specs[] = { { a, split, false },
+				       { b, static_cast<uint32_t>(frame.size() - split), false } };
 		addChain(1, specs);
 	}
 
@@ -592,6 +598,83 @@ TEST_P(NetPortRxTest, NoBufferMeansNothingWrittenAndCounted)
 	reader_->offline();
 	rte_pktmbuf_free(m);
 	EXPECT_TRUE(usedLens(0).empty());
+}
+
+/*
+ * A live migration: with VHOST_F_LOG_ALL acked and a log given (SET_LOG_BASE), every page the
+ * port writes is marked (the RX buffers it fills, the used ring or descriptors it returns),
+ * and nothing else; once LOG_ALL is cleared, nothing is marked.
+ */
+TEST_P(NetPortRxTest, MigrationLogsEveryPageThePortWrites)
+{
+	NegotiateOptions o;
+	o.queues = 2;
+	o.memory = { mem_.get() };
+	o.packed = GetParam();
+	o.features = virtio::bit(virtio::kFVersion1) | virtio::bit(virtio::kNetFMrgRxbuf) |
+		     (o.packed ? virtio::bit(virtio::kFRingPacked) : 0);
+	o.protocolFeatures |= protocol::mask(protocol::kLogShmfd);
+	ASSERT_TRUE(frontend_->negotiateDpdk(o));
+	/* One bit per 4 KiB page of guest-physical memory, up to the end of mem_. */
+	const uint64_t logBytes = (kGpaBase + mem_->size()) / 4096 / 8 + 1;
+	UniqueFd logFd(::memfd_create("dirty-log", MFD_CLOEXEC));
+	ASSERT_TRUE(logFd.isValid());
+	ASSERT_EQ(::ftruncate(logFd.get(), static_cast<off_t>(logBytes)), 0);
+	auto logMap = MemoryMapping::mapShared(logFd.get(), logBytes, 0);
+	ASSERT_TRUE(logMap);
+	const uint8_t *bits = logMap->data();
+	auto dirty = [&](uint64_t gpa) { return (bits[gpa / 4096 / 8] >> (gpa / 4096 % 8)) & 1; };
+	auto clear = [&] { std::memset(logMap->data(), 0, logBytes); };
+	auto dirtyPages = [&] {
+		std::vector<uint64_t> pages;
+		for (uint64_t page = 0; page < logBytes * 8; page++)
+			if (dirty(page * 4096))
+				pages.push_back(page);
+		return pages;
+	};
+	ASSERT_TRUE(frontend_->setLogBase({ logBytes, 0 }, logFd.get()));
+	uint64_t features = frontend_->features();
+	ASSERT_TRUE(frontend_->setFeatures(features | virtio::bit(virtio::kVhostFLogAll)));
+
+	const uint64_t rxRing =
+		o.packed ? frontend_->packedQueue(0).descGpa() : frontend_->queue(0).usedGpa();
+	const uint64_t txRing =
+		o.packed ? frontend_->packedQueue(1).descGpa() : frontend_->queue(1).usedGpa();
+	/* Pages apart: each buffer's bit says that buffer was written. */
+	auto gpas = postRx(2, 3 * 4096);
+	clear();
+	ASSERT_EQ(send(pattern(100, 1)), 1);
+	ASSERT_EQ(usedLens(0).size(), 1u);
+	EXPECT_TRUE(dirty(gpas[0])) << "the RX buffer written is not logged";
+	EXPECT_FALSE(dirty(gpas[1])) << "an RX buffer not written is logged";
+	EXPECT_TRUE(dirty(rxRing)) << "the RX ring's used side is not logged";
+
+	clear();
+	guestSend(pattern(60, 2), 12);
+	rte_mbuf *pkts[1];
+	ASSERT_EQ(dequeue(pkts, 1), 1);
+	rte_pktmbuf_free(pkts[0]);
+	ASSERT_EQ(usedLens(1).size(), 1u);
+	EXPECT_TRUE(dirty(txRing)) << "the TX ring's used side is not logged";
+	/* Only the ring's device side: the guest's TX buffers are only read. */
+	std::vector<std::pair<uint64_t, uint64_t>> written;
+	if (o.packed)
+		written = { { txRing, 16 * 256 },
+			    { frontend_->packedQueue(1).deviceEventGpa(), 4 } };
+	else
+		written = { { txRing, 6 + 8 * 256 } };
+	for (uint64_t page : dirtyPages()) {
+		bool inRing = false;
+		for (auto [gpa, len] : written)
+			inRing |= page >= gpa / 4096 && page <= (gpa + len - 1) / 4096;
+		EXPECT_TRUE(inRing) << "page " << page << " logged on the TX path";
+	}
+
+	/* The migration ends: LOG_ALL cleared, nothing more logged. */
+	ASSERT_TRUE(frontend_->setFeatures(features));
+	clear();
+	ASSERT_EQ(send(pattern(100, 3)), 1);
+	EXPECT_TRUE(dirtyPages().empty()) << "logged without LOG_ALL";
 }
 
 /* ---- Offloads ---- */

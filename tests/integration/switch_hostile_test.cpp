@@ -712,17 +712,37 @@ TEST_P(SwitchHostile, BadMemoryTablesAreRefusedWithoutLeaking)
 	ASSERT_NO_FATAL_FAILURE(expectStillServing());
 }
 
-/* CVE-2020-10722: SET_LOG_BASE with an offset + size that overflows (LOG_SHMFD is not offered). */
-TEST_P(SwitchHostile, LogBaseIsRefusedAndItsFdClosed)
+/*
+ * CVE-2020-10722: SET_LOG_BASE with an offset + size that overflows, past the end of its
+ * file, of size 0, or before LOG_SHMFD is negotiated; and given again and again, each log
+ * replacing the last (the counts after the test show none kept).
+ */
+TEST_P(SwitchHostile, BadDirtyLogsAreRefusedAndNoneLeaks)
 {
 	ASSERT_NO_FATAL_FAILURE(startEvil());
 	UniqueFd log(::memfd_create("log", MFD_CLOEXEC));
 	ASSERT_TRUE(log.isValid());
+	ASSERT_EQ(::ftruncate(log.get(), 8192), 0);
 	int fds[] = { log.get() };
-	vhost::LogMsg msg{ ~0ull - 10, 4096 };
-	expectRefused(FrontendRequest::SetLogBase, &msg, sizeof(msg), fds);
+	vhost::LogMsg good{ 4096, 0 };
+	expectRefused(FrontendRequest::SetLogBase, &good, sizeof(good), fds);
 	uint64_t logFd = 0;
 	expectRefused(FrontendRequest::SetLogFd, &logFd, sizeof(logFd), fds);
+	evil_.reset();
+	ASSERT_TRUE(waitForLinks(*bench->sw, { { 0, false } }, false, kSettleTimeoutMs));
+
+	evil_ = connectTo(0);
+	ASSERT_TRUE(evil_);
+	NegotiateOptions o = options();
+	o.protocolFeatures |= vhost::protocol::mask(vhost::protocol::kLogShmfd);
+	ASSERT_TRUE(evil_->negotiateQemu(o));
+	for (vhost::LogMsg bad :
+	     { vhost::LogMsg{ ~0ull - 10, 4096 }, vhost::LogMsg{ 4096, ~0ull - 10 },
+	       vhost::LogMsg{ 8192, 1 }, vhost::LogMsg{ 1ull << 40, 0 }, vhost::LogMsg{ 0, 0 } })
+		expectRefused(FrontendRequest::SetLogBase, &bad, sizeof(bad), fds);
+	expectRefused(FrontendRequest::SetLogBase, &good, sizeof(good));
+	for (int i = 0; i < 50; i++)
+		ASSERT_TRUE(evil_->setLogBase(good, log.get())) << i;
 	ASSERT_NO_FATAL_FAILURE(expectStillServing());
 }
 

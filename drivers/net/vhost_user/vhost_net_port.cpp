@@ -224,7 +224,7 @@ uint64_t VhostNetPort::features() const
 	       virtio::bit(virtio::kFRingPacked) | virtio::bit(virtio::kFInOrder) |
 	       virtio::bit(virtio::kNetFMq) | virtio::bit(virtio::kVhostUserFProtocolFeatures) |
 	       virtio::bit(virtio::kNetFCtrlVq) | virtio::bit(virtio::kNetFGuestAnnounce) |
-	       virtio::bit(virtio::kNetFMtu) |
+	       virtio::bit(virtio::kNetFMtu) | virtio::bit(virtio::kVhostFLogAll) |
 	       offloadFeatures();
 }
 
@@ -232,7 +232,7 @@ uint64_t VhostNetPort::protocolFeatures() const
 {
 	using namespace vhost::protocol;
 	return mask(kMq) | mask(kRarp) | mask(kReplyAck) | mask(kMtu) | mask(kStatus) |
-	       mask(kResetDevice) | mask(kConfigureMemSlots);
+	       mask(kResetDevice) | mask(kConfigureMemSlots) | mask(kLogShmfd);
 }
 
 void VhostNetPort::ackedFeatures(uint64_t features)
@@ -414,6 +414,9 @@ template <typename Ring>
 void VhostNetPort::notify(VringState &state, Ring &ring)
 {
 	ring.publishUsed();
+	/* A live migration: the used ring was written (after the data, which is logged). */
+	if (const vhost::DirtyLog *log = state.memory().memory()->dirtyLog()) [[unlikely]]
+		ring.logUsed(*log);
 	if (state.needsNotification())
 		state.signalUsedQueue();
 }
@@ -700,6 +703,8 @@ uint16_t VhostNetPort::enqueue(Queue &q, VringState &state, Ring &ring, rte_mbuf
 				std::memcpy(dst, &hdr, header);
 			copyBytes(dst + header, rte_pktmbuf_mtod_offset(m, const uint8_t *, off),
 				  len);
+			if (mem->dirtyLog()) [[unlikely]]
+				mem->logWrite(dst, need);
 			putUsed(ring, heads[0], descCounts[0], need);
 			return Placed::Ok;
 		}
@@ -707,6 +712,11 @@ uint16_t VhostNetPort::enqueue(Queue &q, VringState &state, Ring &ring, rte_mbuf
 		writer.write(reinterpret_cast<const uint8_t *>(&hdr), header);
 		writer.write(frame.prefix(), prefixBytes);
 		writeMbufRange(writer, m, off, len);
+		if (mem->dirtyLog()) [[unlikely]] {
+			/* Every piece taken, whole: more than written is no harm. */
+			for (size_t p = 0; p < pieces; p++)
+				mem->logWrite(q.storage[p].hva, q.storage[p].len);
+		}
 		uint32_t left = need;
 		for (unsigned c = 0; c < chains; c++) {
 			uint32_t used = std::min(left, capacity[c]);
@@ -796,6 +806,8 @@ uint16_t VhostNetPort::enqueue(Queue &q, VringState &state, Ring &ring, rte_mbuf
 			if (!sameBytes(dst, &usualHeader, header))
 				std::memcpy(dst, &usualHeader, header);
 			copyBytes(dst + header, rte_pktmbuf_mtod(m, const uint8_t *), m->pkt_len);
+			if (mem->dirtyLog()) [[unlikely]]
+				mem->logWrite(dst, header + m->pkt_len);
 			putUsed(ring, ids[k], 1, header + m->pkt_len);
 			bytes += m->pkt_len;
 		}

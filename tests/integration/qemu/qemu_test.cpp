@@ -15,12 +15,16 @@
  * qemu-system-x86_64), VUB_GUEST_KERNEL_DEB (a linux-image .deb instead of apt-get download).
  * Without QEMU, the guest or vub-switch the tests skip with the reason.
  */
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -116,6 +120,10 @@ struct GuestOptions {
 	bool reconnect = false;
 	/** A guest reboot restarts the guest instead of ending QEMU. */
 	bool mayReboot = false;
+	/** QEMU's human monitor on this Unix socket (empty: none). */
+	std::string monitor;
+	/** Wait for a migration on this Unix socket (-incoming unix:PATH) instead of booting. */
+	std::string incoming;
 };
 
 /**
@@ -166,6 +174,11 @@ public:
 			   "-display", "none" };
 		if (!o.mayReboot)
 			p.argv.push_back("-no-reboot");
+		if (!o.monitor.empty())
+			p.argv.insert(p.argv.end(),
+				      { "-monitor", "unix:" + o.monitor + ",server=on,wait=off" });
+		if (!o.incoming.empty())
+			p.argv.insert(p.argv.end(), { "-incoming", "unix:" + o.incoming });
 		p.logPath = log;
 		guest->process_ = Process::create(p, error);
 		if (!guest->process_)
@@ -197,7 +210,8 @@ public:
 						       int timeoutMs = kCommandTimeoutMs)
 	{
 		std::string tag = "vub-done-" + std::to_string(++commands_);
-		if (!process_->writeStdin(command + "; echo " + tag + " $?\n"))
+		/* On a line of its own: the command may end with '&'. */
+		if (!process_->writeStdin(command + "\necho " + tag + " $?\n"))
 			return std::nullopt;
 		auto m = process_->waitForOutput(std::regex(tag + " ([0-9]+)"), timeoutMs,
 						 consumed_);
@@ -223,6 +237,54 @@ public:
 	}
 
 	Process &process() { return *process_; }
+
+	/**
+	 * Type \a line at QEMU's human monitor on \a socket and read until its next prompt.
+	 * \return what it printed, std::nullopt on a timeout or error
+	 */
+	static std::optional<std::string>
+	monitorCommand(const std::string &socket, const std::string &line, int timeoutMs = 10000)
+	{
+		UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+		sockaddr_un addr{};
+		addr.sun_family = AF_UNIX;
+		if (!fd.isValid() || socket.size() >= sizeof(addr.sun_path))
+			return std::nullopt;
+		std::memcpy(addr.sun_path, socket.c_str(), socket.size() + 1);
+		if (::connect(fd.get(), reinterpret_cast<sockaddr *>(&addr), sizeof(addr)) != 0)
+			return std::nullopt;
+		auto deadline =
+			std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
+		std::string text;
+		auto readUntilPrompt = [&]() -> bool {
+			for (;;) {
+				size_t prompt = text.rfind("(qemu) ");
+				if (prompt != std::string::npos && prompt + 7 == text.size())
+					return true;
+				auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+					deadline - std::chrono::steady_clock::now());
+				pollfd p{ fd.get(), POLLIN, 0 };
+				if (left.count() <= 0 ||
+				    ::poll(&p, 1, static_cast<int>(left.count())) <= 0)
+					return false;
+				char buf[4096];
+				ssize_t n = ::read(fd.get(), buf, sizeof(buf));
+				if (n <= 0)
+					return false;
+				text.append(buf, static_cast<size_t>(n));
+			}
+		};
+		if (!readUntilPrompt())
+			return std::nullopt;
+		text.clear();
+		std::string command = line + "\n";
+		if (::write(fd.get(), command.data(), command.size()) !=
+		    static_cast<ssize_t>(command.size()))
+			return std::nullopt;
+		if (!readUntilPrompt())
+			return std::nullopt;
+		return text;
+	}
 
 private:
 	QemuGuest() = default;
@@ -315,7 +377,7 @@ protected:
 			return r << " (guest A)";
 		if (auto r = b_->waitReady(); !r)
 			return r << " (guest B)";
-		return waitForLinks(*sw_, { { 0, true }, { 1, true } }, true, kSettleTimeoutMs);
+		return waitForLinks(*sw_, { { 0, true }, { 1, true } }, false, kSettleTimeoutMs);
 	}
 
 	::testing::AssertionResult startGuests(const GuestOptions &a, const GuestOptions &b)
@@ -448,6 +510,91 @@ TEST_F(QemuTest, SwitchRestartedUnderRunningGuestsGetsTheLinkBack)
 	ASSERT_TRUE(waitForLinks(*sw_, { { 0, true }, { 1, true } }, true, kBootTimeoutMs))
 		<< "QEMU did not reconnect to the restarted switch";
 	ASSERT_NO_FATAL_FAILURE(expectPingsBothWays());
+}
+
+/*
+ * Live migration on one host: guest A moves from QEMU on port 0 to a QEMU waiting on port 2
+ * (-incoming) while guest B pings it. The switch logs the pages it writes into A's memory
+ * (LOG_SHMFD, VHOST_F_LOG_ALL), B's ping goes on once the switch's MAC table follows A to port 2
+ * (RARP or the guest's announce), and the switch writes nothing more into the old A's memory.
+ */
+TEST_F(QemuTest, MigratedGuestKeepsBeingPinged)
+{
+	if (IsSkipped())
+		return;
+	const std::string sockC = dir_.file("c.sock");
+	std::string error;
+	sw_ = VubSwitchCli::start(binary_,
+				  { "-i", "--runtime-dir", dir_.path(), "--forward-mode=l2switch",
+				    "--auto-start", "--port", "vhost-user:path=" + sock_[0],
+				    "--port", "vhost-user:path=" + sock_[1], "--port",
+				    "vhost-user:path=" + sockC },
+				  dir_.file("switch.log"), &error);
+	ASSERT_TRUE(sw_) << error;
+	dump_.add("vub-switch", sw_->process().logPath());
+	ASSERT_TRUE(sw_->waitForPrompt());
+
+	GuestOptions source;
+	source.monitor = dir_.file("monitor-a.sock");
+	ASSERT_TRUE(launchGuests(source, {}));
+	GuestOptions target;
+	target.socket = sockC;
+	target.mac = kMacA;
+	target.ip = kIpA;
+	target.incoming = dir_.file("migrate.sock");
+	target.monitor = dir_.file("monitor-c.sock");
+	auto moved = QemuGuest::start(target, dir_.file("guestA-target.log"), &error);
+	ASSERT_TRUE(moved) << error;
+	dump_.add("guest A after the move (QEMU -incoming)", moved->process().logPath());
+	ASSERT_TRUE(guestsReady());
+	ASSERT_NO_FATAL_FAILURE(expectPingsBothWays());
+
+	/* B pings A once a second through the move (20 s; the move takes about 1 s). */
+	ASSERT_TRUE(b_->run("ping -c 20 " + std::string(kIpA) + " > /tmp/ping.log 2>&1 &"));
+	std::this_thread::sleep_for(3s);
+	auto started =
+		QemuGuest::monitorCommand(source.monitor, "migrate -d unix:" + target.incoming);
+	ASSERT_TRUE(started) << "the source's monitor does not answer";
+	std::string status;
+	auto deadline = std::chrono::steady_clock::now() + 90s;
+	while (std::chrono::steady_clock::now() < deadline) {
+		auto info = QemuGuest::monitorCommand(source.monitor, "info migrate");
+		ASSERT_TRUE(info) << "the source's monitor does not answer";
+		status = *info;
+		if (status.find("Migration status: completed") != std::string::npos ||
+		    status.find("Migration status: failed") != std::string::npos)
+			break;
+		std::this_thread::sleep_for(200ms);
+	}
+	ASSERT_NE(status.find("Migration status: completed"), std::string::npos) << status;
+	auto atMove = sw_->showPortStats();
+	ASSERT_TRUE(atMove);
+
+	/* B's pings find A on port 2; the old A gets nothing more. */
+	auto done = b_->run("wait; cat /tmp/ping.log", 90000);
+	ASSERT_TRUE(done) << "B's ping did not end";
+	int lastSeq = -1;
+	static const std::regex kReply("seq=([0-9]+)");
+	for (auto it = std::sregex_iterator(done->second.begin(), done->second.end(), kReply);
+	     it != std::sregex_iterator(); ++it)
+		lastSeq = std::max(lastSeq, std::stoi((*it)[1].str()));
+	EXPECT_GE(lastSeq, 17) << "B's ping did not resume after the move:\n" << done->second;
+	EXPECT_TRUE(b_->pings(kIpA)) << "B cannot ping A after the move";
+	EXPECT_TRUE(moved->pings(kIpB)) << "A cannot ping B from its new QEMU";
+	auto after = sw_->showPortStats();
+	ASSERT_TRUE(after);
+	EXPECT_EQ((*after)[0].txPackets, (*atMove)[0].txPackets)
+		<< "the switch wrote into the old guest's memory after the switch-over\n"
+		<< describe(*after);
+	EXPECT_GT((*after)[2].rxPackets, (*atMove)[2].rxPackets) << describe(*after);
+	EXPECT_GT((*after)[2].txPackets, (*atMove)[2].txPackets) << describe(*after);
+	auto table = sw_->showMacTable();
+	ASSERT_TRUE(table);
+	EXPECT_EQ(table->entries[upper(kMacA)].port, 2u) << "A's MAC did not follow it to port 2";
+	EXPECT_NE(sw_->process().output().find("port0: dirty logging on"), std::string::npos)
+		<< "the source never turned dirty logging on";
+	EXPECT_NE(sw_->process().output().find("port0: dirty log of"), std::string::npos)
+		<< "the source never gave the switch a dirty log";
 }
 
 } /* namespace */

@@ -13,6 +13,7 @@
 #include "vub/base/rcu.h"
 #include "vub/base/result.h"
 #include "vub/base/unique_fd.h"
+#include "vub/vhost/dirty_log.h"
 #include "vub/vhost/message.h"
 
 namespace vub::vhost {
@@ -165,6 +166,19 @@ public:
 	/** \brief Guest-physical address of front-end address \a qva; false if unmapped. */
 	bool qvaToGpa(uint64_t qva, uint64_t *gpa) const;
 
+	/**
+	 * \brief The dirty log to mark guest writes in while a live migration logs them
+	 * (VHOST_F_LOG_ALL acked and SET_LOG_BASE given); null otherwise, the usual case.
+	 */
+	const DirtyLog *dirtyLog() const { return log_.get(); }
+	/** \brief Set before the snapshot is published (the control thread's builder). */
+	void setDirtyLog(std::shared_ptr<const DirtyLog> log) { log_ = std::move(log); }
+	/**
+	 * \brief Mark host range [\a hva, \a hva + \a len) of one region written in the dirty
+	 * log: nothing without a log, or outside guest memory.
+	 */
+	void logWrite(const uint8_t *hva, uint64_t len) const;
+
 private:
 	const MemoryRegion *findGpa(uint64_t gpa, uint32_t *hint) const
 	{
@@ -187,6 +201,7 @@ private:
 
 	std::vector<std::shared_ptr<MemoryRegion>> regions_;
 	std::vector<const MemoryRegion *> regionList_;
+	std::shared_ptr<const DirtyLog> log_;
 };
 
 /**

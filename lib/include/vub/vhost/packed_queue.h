@@ -78,6 +78,12 @@ public:
 	{
 		return descQva_ != 0 || driverEventQva_ != 0 || deviceEventQva_ != 0;
 	}
+	/** \brief Whether setAddresses() was given these. */
+	bool sameAddresses(uint64_t descQva, uint64_t driverEventQva, uint64_t deviceEventQva) const
+	{
+		return descQva == descQva_ && driverEventQva == driverEventQva_ &&
+		       deviceEventQva == deviceEventQva_;
+	}
 	/**
 	 * \brief Translate the ring addresses in \a mem over the whole length of each part.
 	 * \return EINVAL before setSize(), EFAULT when a part is not wholly inside one region;
@@ -137,6 +143,16 @@ public:
 	Result<void> setBase(uint32_t base);
 	/** \brief Back to the state of a new queue (size and features are kept). */
 	void reset();
+	/**
+	 * \brief Mark what the device writes in the ring (used descriptors: the whole descriptor
+	 * ring, and the device event area) written in \a log, as a live migration needs after
+	 * publishUsed().
+	 */
+	void logUsed(const DirtyLog &log) const
+	{
+		log.mark(descGpa_, virtio::packedDescRingSize(size_));
+		log.mark(deviceEventGpa_, sizeof(virtio::PackedEventSuppress));
+	}
 
 	/**
 	 * \brief The region in which to record the chains taken and not yet returned (vhost-user
@@ -494,6 +510,9 @@ private:
 	alignas(64) uint64_t descQva_ = 0;
 	uint64_t driverEventQva_ = 0;
 	uint64_t deviceEventQva_ = 0;
+	/** Guest-physical addresses of what the device writes, for the dirty log. */
+	uint64_t descGpa_ = 0;
+	uint64_t deviceEventGpa_ = 0;
 	uint16_t maxSize_;
 	InflightQueuePacked *inflightRegion_ = nullptr;
 

@@ -113,6 +113,11 @@ public:
 	 */
 	Result<void> setAddresses(uint64_t descQva, uint64_t availQva, uint64_t usedQva);
 	bool hasAddresses() const { return descQva_ != 0 || availQva_ != 0 || usedQva_ != 0; }
+	/** \brief Whether setAddresses() was given these (SET_VRING_ADDR's order: desc, avail, used). */
+	bool sameAddresses(uint64_t descQva, uint64_t availQva, uint64_t usedQva) const
+	{
+		return descQva == descQva_ && availQva == availQva_ && usedQva == usedQva_;
+	}
 	/**
 	 * \brief Translate the ring addresses in \a mem over the whole length of each part.
 	 * \return EFAULT when a part is not wholly inside one region; the queue then has no ring.
@@ -152,6 +157,11 @@ public:
 	uint16_t guestUsedIdx() const;
 	/** \brief Back to the state of a new queue (size and features are kept). */
 	void reset();
+	/**
+	 * \brief Mark the used ring (its entries, index and avail_event) written in \a log, as a
+	 * live migration needs after publishUsed() (the whole ring: a few pages, once a burst).
+	 */
+	void logUsed(const DirtyLog &log) const { log.mark(usedGpa_, virtio::splitUsedSize(size_)); }
 
 	/**
 	 * \brief When the ring starts: a next avail position (SET_VRING_BASE) behind the used
@@ -392,6 +402,8 @@ private:
 	alignas(64) uint64_t descQva_ = 0;
 	uint64_t availQva_ = 0;
 	uint64_t usedQva_ = 0;
+	/** The used ring's guest-physical address, for the dirty log. */
+	uint64_t usedGpa_ = 0;
 	uint16_t maxSize_;
 	/* Inflight tracking: the order of pops, and the heads to take again after a restart. */
 	uint64_t inflightCounter_ = 0;
