@@ -263,6 +263,12 @@ void SplitQueue::linkInflightBatch()
 
 void SplitQueue::clearInflightBatch()
 {
+	/*
+	 * Only after the used index: a back-end that dies in between leaves the batch in flight,
+	 * and the next one finishes it (recoverInflight()). x86 keeps the stores in order; the
+	 * compiler must too, even with this function inlined.
+	 */
+	std::atomic_signal_fence(std::memory_order_seq_cst);
 	InflightDescSplit *desc = inflight_->desc();
 	uint16_t head = inflight_->lastBatchHead;
 	uint16_t batch = static_cast<uint16_t>(usedIdx_ - inflightUsedIdx_);

@@ -1198,6 +1198,7 @@ TEST_F(SplitQueueInflight, ARestartTakesUnreturnedChainsAgainInTheirOrderThenNew
 	makeAvailable(3);
 
 	EXPECT_EQ(restart(), 2u);
+	EXPECT_EQ(queue_.available(), 3u) << "the two to take again and the new one";
 	EXPECT_EQ(popHeads(3), (std::vector<uint16_t>{ 6, 4, 3 }))
 		<< "the two chains in flight first, as taken, then the new one";
 	EXPECT_EQ(pop(), PopStatus::Empty);

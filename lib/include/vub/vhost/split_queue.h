@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <span>
@@ -272,7 +273,8 @@ public:
 	}
 	ChainError lastError() const { return lastError_; }
 	/**
-	 * \brief Chains the guest made available and pop() has not taken (one acquire load).
+	 * \brief Chains the guest made available and pop() has not taken (one acquire load),
+	 * the chains of a back-end that died still to be taken again included.
 	 * \return at most the ring size; a corrupt index reads as the size (pop() then breaks it).
 	 */
 	uint16_t available() const
@@ -285,6 +287,9 @@ public:
 		if (n > size_)
 			return size_;
 		availIdxSeen_ = idx; /* pop() needs no second read */
+		if (resubmitting_) [[unlikely]]
+			n = static_cast<uint16_t>(
+				std::min<size_t>(size_, n + (resubmit_.size() - resubmitNext_)));
 		return n;
 	}
 	/** \brief Where pop() reads next, for rewindAvail(). */
