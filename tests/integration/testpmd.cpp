@@ -29,26 +29,6 @@ bool isExecutable(const std::string &path)
 	       ::access(path.c_str(), X_OK) == 0;
 }
 
-std::optional<std::string> findInPath(const std::string &name,
-				      std::initializer_list<const char *> fallbacks)
-{
-	const char *path = std::getenv("PATH");
-	std::vector<std::string> dirs;
-	std::stringstream list(path ? path : "");
-	for (std::string dir; std::getline(list, dir, ':');) {
-		if (!dir.empty())
-			dirs.push_back(dir);
-	}
-	dirs.insert(dirs.end(), fallbacks.begin(), fallbacks.end());
-	for (std::string candidate : dirs) {
-		candidate += '/';
-		candidate += name;
-		if (isExecutable(candidate))
-			return candidate;
-	}
-	return std::nullopt;
-}
-
 /** "0@A,1@B" on the first two CPUs this process may run on (both on A when there is one). */
 std::string defaultLcores()
 {
@@ -170,6 +150,26 @@ std::vector<std::pair<unsigned, size_t>> numberedHeaders(std::string_view text,
 }
 
 } /* namespace */
+
+std::optional<std::string> findInPath(const std::string &name,
+				      std::initializer_list<const char *> fallbacks)
+{
+	const char *path = std::getenv("PATH");
+	std::vector<std::string> dirs;
+	std::stringstream list(path ? path : "");
+	for (std::string dir; std::getline(list, dir, ':');) {
+		if (!dir.empty())
+			dirs.push_back(dir);
+	}
+	dirs.insert(dirs.end(), fallbacks.begin(), fallbacks.end());
+	for (std::string candidate : dirs) {
+		candidate += '/';
+		candidate += name;
+		if (isExecutable(candidate))
+			return candidate;
+	}
+	return std::nullopt;
+}
 
 std::vector<int> allowedCpus(size_t count)
 {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <optional>
@@ -21,6 +22,13 @@ std::vector<int> allowedCpus(size_t count);
 
 /** \brief Hugepages a test needs free (2 MiB each) before it runs testpmd on hugepages. */
 constexpr uint64_t kMinFreeHugepages = 256;
+
+/**
+ * \brief The first executable \a name in $PATH, then in \a fallbacks (directories).
+ * std::nullopt when there is none.
+ */
+std::optional<std::string> findInPath(const std::string &name,
+				      std::initializer_list<const char *> fallbacks = {});
 
 /** \brief dpdk-testpmd: $VUB_TESTPMD, else PATH, else /usr/bin. std::nullopt when absent. */
 std::optional<std::string> findTestpmd();

@@ -55,18 +55,14 @@ struct GuestImage {
 	std::string skip;
 };
 
-std::optional<std::string> findInPath(const std::string &name)
+/** QEMU: $VUB_QEMU (a path or a name in $PATH), else qemu-system-x86_64. */
+std::optional<std::string> qemuBinary()
 {
+	const char *env = std::getenv("VUB_QEMU");
+	std::string name = env && *env ? env : "qemu-system-x86_64";
 	if (name.find('/') != std::string::npos)
 		return ::access(name.c_str(), X_OK) == 0 ? std::optional(name) : std::nullopt;
-	const char *path = std::getenv("PATH");
-	std::stringstream dirs(path ? path : "/usr/bin:/bin");
-	for (std::string dir; std::getline(dirs, dir, ':');) {
-		std::string candidate = dir + "/" + name;
-		if (::access(candidate.c_str(), X_OK) == 0)
-			return candidate;
-	}
-	return std::nullopt;
+	return findInPath(name);
 }
 
 /** Run make-guest once per test program. */
@@ -137,8 +133,11 @@ public:
 						std::string *error)
 	{
 		const GuestImage &image = guestImage();
-		std::string qemu =
-			std::getenv("VUB_QEMU") ? std::getenv("VUB_QEMU") : "qemu-system-x86_64";
+		auto qemu = qemuBinary();
+		if (!qemu) {
+			*error = "QEMU not found";
+			return nullptr;
+		}
 		const char *accelEnv = std::getenv("VUB_QEMU_ACCEL");
 		std::string accel = accelEnv && *accelEnv ? accelEnv : "tcg";
 		std::string chardev = "socket,id=c0,path=" + o.socket;
@@ -157,7 +156,7 @@ public:
 			device += ",packed=on";
 		auto guest = std::unique_ptr<QemuGuest>(new QemuGuest());
 		ProcessOptions p;
-		p.argv = { qemu,       "-machine",
+		p.argv = { *qemu,      "-machine",
 			   "pc",       "-accel",
 			   accel,      "-nodefaults",
 			   "-smp",     std::to_string(o.queues),
@@ -303,10 +302,8 @@ void requireSwitchQemuAndGuest(std::string &binary)
 		GTEST_SKIP() << why;
 	if (!findStdbuf())
 		GTEST_SKIP() << "stdbuf not found (coreutils)";
-	std::string qemu = std::getenv("VUB_QEMU") ? std::getenv("VUB_QEMU") : "qemu-system-x86_64";
-	if (!findInPath(qemu))
-		GTEST_SKIP() << qemu
-			     << " not found (apt-get install qemu-system-x86, or set VUB_QEMU)";
+	if (!qemuBinary())
+		GTEST_SKIP() << "QEMU not found (apt-get install qemu-system-x86, or set VUB_QEMU)";
 	const GuestImage &image = guestImage();
 	if (!image.skip.empty())
 		GTEST_SKIP() << image.skip;
