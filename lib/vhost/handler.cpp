@@ -736,11 +736,11 @@ Result<void> VhostUserHandler::setMemTable(Message &msg)
 
 namespace {
 
-/** Whether \a region is the one \a msg describes (GPA, QVA, size and offset). */
-bool sameRegion(const MemoryRegion &region, const MemoryRegionMsg &msg)
+/** Whether \a msg names \a region: the same GPA, QVA and size (REM_MEM_REG's match). */
+bool namesRegion(const MemoryRegion &region, const MemoryRegionMsg &msg)
 {
 	return region.gpa() == msg.guestPhysAddr && region.qva() == msg.userspaceAddr &&
-	       region.size() == msg.memorySize && region.mmapOffset() == msg.mmapOffset;
+	       region.size() == msg.memorySize;
 }
 
 } /* namespace */
@@ -754,7 +754,8 @@ Result<void> VhostUserHandler::addMemReg(Message &msg)
 	 * that came with it is closed. Each REM_MEM_REG takes one count back.
 	 */
 	for (const auto &region : regions_) {
-		if (sameRegion(*region, single.region)) {
+		if (namesRegion(*region, single.region) &&
+		    region->mmapOffset() == single.region.mmapOffset) {
 			repeatedAdds_[region.get()]++;
 			return {};
 		}
@@ -774,10 +775,8 @@ Result<void> VhostUserHandler::remMemReg(const Message &msg)
 	/* A front-end may send the region's fd along: the message's owner closes it. */
 	auto single = msg.payloadAs<SingleRegionMsg>();
 	auto regions = regions_;
-	auto it = std::find_if(regions.begin(), regions.end(), [&](const auto &r) {
-		return r->gpa() == single.region.guestPhysAddr &&
-		       r->qva() == single.region.userspaceAddr && r->size() == single.region.memorySize;
-	});
+	auto it = std::find_if(regions.begin(), regions.end(),
+			       [&](const auto &r) { return namesRegion(*r, single.region); });
 	if (it == regions.end())
 		return Error{ ENOENT, "no such memory region" };
 	if (auto repeated = repeatedAdds_.find(it->get()); repeated != repeatedAdds_.end()) {
