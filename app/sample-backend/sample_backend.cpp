@@ -101,7 +101,8 @@ unsigned SampleBackend::processBurst(size_t queue, VringState &vring, Queue &q, 
 	for (; n < max; n++) {
 		DescriptorChain chain;
 		auto status = q.pop(*mem, storage_[queue], chain);
-		if (status == PopStatus::Empty)
+		/* Deferred: it waits for an IOTLB translation, asked for already. */
+		if (status == PopStatus::Empty || status == PopStatus::Deferred)
 			break;
 		if (status == PopStatus::Broken) {
 			c.broken.fetch_add(1, std::memory_order_relaxed);

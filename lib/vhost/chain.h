@@ -10,6 +10,27 @@
 namespace vub::vhost {
 
 /**
+ * \brief Why [\a addr, \a addr + \a len) did not translate for \a access: under a vIOMMU,
+ * a translation still to come (ChainError::IotlbMiss; the first missing address is asked
+ * for), else a bad address. Off the hot path.
+ */
+inline ChainError translationFailed(const GuestMemory &mem, uint64_t addr, uint64_t len,
+				    uint8_t access)
+{
+	if (!mem.isIova())
+		return ChainError::BadAddress;
+	uint64_t missing = mem.firstUnmapped(addr, len, access);
+	/*
+	 * All mapped but not contiguous on the host, or mapped without the access (the guest's
+	 * IOMMU forbids it): asking again would bring the same answer.
+	 */
+	if (missing == UINT64_MAX || mem.translateGpa(missing, 1, nullptr, 0))
+		return ChainError::BadAddress;
+	mem.requestTranslation(missing, access);
+	return ChainError::IotlbMiss;
+}
+
+/**
  * \brief Add the buffer of one descriptor to \a chain, for the split and packed queues alike.
  *
  * Refuses a zero length, a device-readable buffer after a writable one and a chain above
@@ -30,11 +51,12 @@ inline ChainError appendDescBuffer(const GuestMemory &mem, uint64_t gpa, uint32_
 	if (uint64_t{ chain.readableBytes } + chain.writableBytes + len > UINT32_MAX)
 		return ChainError::LengthOverflow;
 	uint64_t left = len;
+	uint8_t access = writable ? kAccessWrite : kAccessRead;
 	while (left > 0) {
 		uint64_t piece = 0;
-		uint8_t *hva = mem.translateGpaPrefix(gpa, left, &piece, regionHint);
-		if (!hva)
-			return ChainError::BadAddress;
+		uint8_t *hva = mem.translateGpaPrefix(gpa, left, &piece, regionHint, access);
+		if (!hva) [[unlikely]]
+			return translationFailed(mem, gpa, left, access);
 		if (chain.bufferCount >= storage.size())
 			return ChainError::TooManyBuffers;
 		storage[chain.bufferCount++] = DescBuffer{ hva, static_cast<uint32_t>(piece), writable };

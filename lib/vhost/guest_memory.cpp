@@ -76,7 +76,8 @@ Result<std::shared_ptr<MemoryRegion>> MemoryRegion::create(const MemoryRegionMsg
 	return region;
 }
 
-Result<std::unique_ptr<GuestMemory>> GuestMemory::create(std::vector<std::shared_ptr<MemoryRegion>> regions)
+Result<std::unique_ptr<GuestMemory>>
+GuestMemory::withRegions(std::vector<std::shared_ptr<MemoryRegion>> regions)
 {
 	if (regions.size() > kMaxRegions)
 		return Error{ E2BIG, "too many memory regions" };
@@ -102,6 +103,100 @@ Result<std::unique_ptr<GuestMemory>> GuestMemory::create(std::vector<std::shared
 	return memory;
 }
 
+Result<std::unique_ptr<GuestMemory>> GuestMemory::create(std::vector<std::shared_ptr<MemoryRegion>> regions)
+{
+	auto memory = withRegions(std::move(regions));
+	if (!memory)
+		return memory.error();
+	auto &windows = (*memory)->windows_;
+	for (const MemoryRegion *r : (*memory)->regionList_)
+		windows.push_back(Window{ r->gpa(), r->size(), r->hva(), kAccessReadWrite });
+	std::sort(windows.begin(), windows.end(),
+		  [](const Window &a, const Window &b) { return a.gpa < b.gpa; });
+	return memory;
+}
+
+Result<std::unique_ptr<GuestMemory>>
+GuestMemory::createIova(std::vector<std::shared_ptr<MemoryRegion>> regions, const Iotlb &iotlb,
+			std::shared_ptr<IotlbMisses> misses)
+{
+	auto memory = withRegions(std::move(regions));
+	if (!memory)
+		return memory.error();
+	GuestMemory &m = **memory;
+	m.misses_ = std::move(misses);
+	/* Entries come by IOVA; each is cut where its front-end range leaves a region. */
+	for (const auto &[iova, entry] : iotlb.entries()) {
+		uint64_t done = 0;
+		while (done < entry.size) {
+			uint64_t uaddr = entry.uaddr + done;
+			uint64_t left = entry.size - done;
+			const MemoryRegion *region = nullptr;
+			for (const MemoryRegion *r : m.regionList_) {
+				if (r->containsQva(uaddr)) {
+					region = r;
+					break;
+				}
+			}
+			if (!region) {
+				/* Skip to the next region that starts inside the entry, if any. */
+				uint64_t next = UINT64_MAX;
+				for (const MemoryRegion *r : m.regionList_) {
+					if (r->qva() > uaddr && r->qva() - uaddr < left)
+						next = std::min(next, r->qva() - uaddr);
+				}
+				if (next == UINT64_MAX)
+					break;
+				done += next;
+				continue;
+			}
+			uint64_t piece = std::min(left, region->size() - (uaddr - region->qva()));
+			Window w{ iova + done, piece, region->hva() + (uaddr - region->qva()), entry.perm };
+			Window *last = m.windows_.empty() ? nullptr : &m.windows_.back();
+			if (last && last->gpa + last->size == w.gpa && last->hva + last->size == w.hva &&
+			    last->perm == w.perm)
+				last->size += w.size;
+			else
+				m.windows_.push_back(w);
+			done += piece;
+		}
+	}
+	return memory;
+}
+
+const GuestMemory::Window *GuestMemory::findGpaSlow(uint64_t gpa, uint32_t *hint) const
+{
+	/* The last window that starts at or below gpa. */
+	auto it = std::upper_bound(windows_.begin(), windows_.end(), gpa,
+				   [](uint64_t addr, const Window &w) { return addr < w.gpa; });
+	if (it == windows_.begin())
+		return nullptr;
+	--it;
+	if (gpa - it->gpa >= it->size)
+		return nullptr;
+	if (hint)
+		*hint = static_cast<uint32_t>(it - windows_.begin());
+	return &*it;
+}
+
+uint64_t GuestMemory::firstUnmapped(uint64_t addr, uint64_t len, uint8_t access) const
+{
+	uint64_t done = 0;
+	do {
+		uint64_t piece = 0;
+		if (!translateGpaPrefix(addr + done, len - done, &piece, nullptr, access))
+			return addr + done;
+		done += piece;
+	} while (done < len);
+	return UINT64_MAX;
+}
+
+void GuestMemory::requestTranslation(uint64_t addr, uint8_t access) const
+{
+	if (misses_)
+		misses_->post(addr, access);
+}
+
 uint8_t *GuestMemory::translateQva(uint64_t qva, uint64_t len) const
 {
 	for (const MemoryRegion *r : regionList_) {
@@ -125,16 +220,23 @@ bool GuestMemory::qvaToGpa(uint64_t qva, uint64_t *gpa) const
 	return false;
 }
 
-void GuestMemory::logWrite(const uint8_t *hva, uint64_t len) const
+bool GuestMemory::hvaToGpa(const void *hva, uint64_t *gpa) const
 {
-	if (!log_)
-		return;
+	auto *p = static_cast<const uint8_t *>(hva);
 	for (const MemoryRegion *r : regionList_) {
-		if (hva >= r->hva() && static_cast<uint64_t>(hva - r->hva()) < r->size()) {
-			log_->mark(r->gpa() + static_cast<uint64_t>(hva - r->hva()), len);
-			return;
+		if (p >= r->hva() && static_cast<uint64_t>(p - r->hva()) < r->size()) {
+			*gpa = r->gpa() + static_cast<uint64_t>(p - r->hva());
+			return true;
 		}
 	}
+	return false;
+}
+
+void GuestMemory::logWrite(const uint8_t *hva, uint64_t len) const
+{
+	uint64_t gpa = 0;
+	if (log_ && hvaToGpa(hva, &gpa))
+		log_->mark(gpa, len);
 }
 
 GuestMemoryAtomic::GuestMemoryAtomic(Rcu &rcu) : rcu_(rcu), current_(new GuestMemory())

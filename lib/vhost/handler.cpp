@@ -63,7 +63,7 @@ constexpr Rule kRules[] = {
 	/* SEND_RARP */ { Size::U64, Fds::None, false, true, protocol::kRarp },
 	/* NET_SET_MTU */ { Size::U64, Fds::None, false, true, protocol::kMtu },
 	/* SET_BACKEND_REQ_FD */ { Size::None, Fds::One, false, true, protocol::kBackendReq },
-	/* IOTLB_MSG */ { Size::Iotlb, Fds::None, true, false, -1 },
+	/* IOTLB_MSG */ { Size::Iotlb, Fds::None, true, true, -1 },
 	/* SET_VRING_ENDIAN */ { Size::State, Fds::None, false, false, -1 },
 	/* GET_CONFIG */ { Size::Config, Fds::None, true, true, protocol::kConfig },
 	/* SET_CONFIG */ { Size::Config, Fds::None, false, true, protocol::kConfig },
@@ -469,6 +469,8 @@ void VhostUserHandler::resetDeviceState()
 	}
 	regions_.clear();
 	repeatedAdds_.clear();
+	iotlb_.clear();
+	(void)watchIotlbMisses(false);
 	log_.reset();
 	logFd_.reset();
 	mem_->replace(std::make_unique<GuestMemory>());
@@ -622,6 +624,10 @@ Result<void> VhostUserHandler::dispatch(FrontendRequest request, Message &msg, R
 		return getInflightFd(msg.payloadAs<InflightMsg>(), reply);
 	case FrontendRequest::SetInflightFd:
 		return setInflightFd(msg);
+	case FrontendRequest::IotlbMsg:
+		VUB_TRY(iotlbMsg(msg.payloadAs<IotlbMsg>()));
+		reply.set(uint64_t{ 0 });
+		return {};
 	case FrontendRequest::SendRarp: {
 		uint8_t mac[6];
 		std::memcpy(mac, msg.payload, sizeof(mac));
@@ -667,6 +673,13 @@ Result<void> VhostUserHandler::setFeatures(uint64_t features)
 	}
 	backend_->ackedFeatures(features);
 	backend_->setEventIdx(eventIdx);
+	if (changed & virtio::bit(virtio::kFAccessPlatform) || (iommu() && !iotlbMisses_)) {
+		/* Rings and buffers now use I/O virtual addresses, or no longer do. */
+		iotlb_.clear();
+		VUB_TRY(watchIotlbMisses(iommu()));
+		if (!regions_.empty())
+			VUB_TRY(installMemory(regions_));
+	}
 	/* A migration starts or ends logging: the workers see it in the next snapshot. */
 	if (changed & virtio::bit(virtio::kVhostFLogAll)) {
 		bool on = features & virtio::bit(virtio::kVhostFLogAll);
@@ -691,32 +704,43 @@ Result<void> VhostUserHandler::setProtocolFeatures(uint64_t features)
 
 /* Memory. */
 
-Result<void> VhostUserHandler::installMemory(std::vector<std::shared_ptr<MemoryRegion>> regions)
+Result<void> VhostUserHandler::installMemory(std::vector<std::shared_ptr<MemoryRegion>> regions,
+					     bool keepRunningRings)
 {
-	auto memory = GuestMemory::create(regions);
+	auto memory = iommu() ? GuestMemory::createIova(regions, iotlb_, iotlbMisses_)
+			      : GuestMemory::create(regions);
 	if (!memory)
 		return memory.error();
 	if (log_ && (ackedFeatures_ & virtio::bit(virtio::kVhostFLogAll)))
 		(*memory)->setDirtyLog(log_);
-	mem_->replace(std::move(*memory), [this](const GuestMemory &next) {
+	mem_->replace(std::move(*memory), [this, keepRunningRings](const GuestMemory &next) {
 		/* Rings move to the new mappings before the old ones can go. */
 		for (auto &slot : vrings_) {
+			/* Not even parked: its worker goes on. */
+			if (keepRunningRings && slot.running)
+				continue;
 			auto state = slot.vring->getMut();
 			state->visitQueue([&](auto &queue) {
 				if (!queue.hasAddresses() || queue.size() == 0)
 					return;
-				if (!queue.translate(next)) {
-					queue.setReady(false);
+				auto translated = queue.translate(next);
+				if (translated)
+					return;
+				/* Under a vIOMMU it restarts once its translations come (tryStart()). */
+				if (queue.isReady() && translated.error().code != EAGAIN)
 					VUB_LOG(Memory, Warning,
 						"%s: a ring is outside the new memory table; stopped",
 						name_.c_str());
-				}
+				queue.setReady(false);
+				slot.running = false;
 			});
 		}
 	});
 	regions_ = std::move(regions);
-	for (auto &slot : vrings_)
-		updateKickWatch(slot);
+	for (auto &slot : vrings_) {
+		if (!keepRunningRings || !slot.running)
+			updateKickWatch(slot);
+	}
 	return backend_->updateMemory(*mem_);
 }
 
@@ -838,6 +862,9 @@ Result<void> VhostUserHandler::setVringAddr(const VringAddrMsg &addr)
 	return vring->visitQueue([&](auto &queue) -> Result<void> {
 		VUB_TRY(queue.setAddresses(addr.desc, addr.avail, addr.used));
 		auto translated = queue.translate(*mem_->memory());
+		/* Under a vIOMMU the translations come later: tryStart() translates again. */
+		if (!translated && translated.error().code == EAGAIN)
+			return {};
 		if (!translated) {
 			queue.reset();
 			return translated.error();
@@ -887,6 +914,7 @@ void VhostUserHandler::stopVring(VringSlot &slot)
 		vring->visitQueue([](auto &queue) { queue.setReady(false); });
 		vring->markStopped();
 	}
+	slot.running = false;
 	updateKickWatch(slot);
 	/* A kick after the stop must not restart the ring: the front-end sends a new one. */
 	slot.vring->getMut()->setKick(EventFd());
@@ -901,10 +929,19 @@ void VhostUserHandler::tryStart(VringSlot &slot)
 		bool started = vring->visitQueue([&](auto &queue) {
 			if (!hasKick || queue.size() == 0 || !queue.hasAddresses())
 				return false;
-			if (!queue.isTranslated() && !queue.translate(*mem_->memory())) {
-				VUB_LOG(Vring, Warning, "%s: ring not in guest memory; not started",
-					name_.c_str());
-				return false;
+			if (!queue.isTranslated()) {
+				auto translated = queue.translate(*mem_->memory());
+				if (!translated) {
+					/* EAGAIN: the vIOMMU translations are asked for. */
+					if (translated.error().code != EAGAIN)
+						VUB_LOG(Vring, Warning,
+							"%s: ring not in guest memory; not started",
+							name_.c_str());
+					return false;
+				}
+				/* A split used ring says its index: resume from what the guest sees. */
+				if constexpr (std::is_same_v<std::decay_t<decltype(queue)>, SplitQueue>)
+					queue.setNextUsed(queue.guestUsedIdx());
 			}
 			if constexpr (std::is_same_v<std::decay_t<decltype(queue)>, SplitQueue>)
 				queue.resumeFromUsedIndex();
@@ -922,6 +959,7 @@ void VhostUserHandler::tryStart(VringSlot &slot)
 			static_cast<unsigned>(&slot - vrings_.data()),
 			vring->isPacked() ? "packed" : "split", node);
 	}
+	slot.running = true;
 	updateKickWatch(slot);
 }
 
@@ -1082,6 +1120,76 @@ Result<void> VhostUserHandler::setConfig(const Message &msg)
 {
 	auto request = msg.payloadAs<ConfigMsg>();
 	return backend_->setConfig(request.offset, std::span<const uint8_t>(request.payload, request.size));
+}
+
+/* vIOMMU. */
+
+Result<void> VhostUserHandler::iotlbMsg(const IotlbMsg &msg)
+{
+	if (!iommu())
+		return Error{ EPROTO, "IOTLB_MSG while VIRTIO_F_IOMMU_PLATFORM is not acked" };
+	VUB_LOG(Memory, Debug, "%s: IOTLB %s iova 0x%llx size 0x%llx uaddr 0x%llx perm %u",
+		name_.c_str(), msg.type == iotlb::kUpdate ? "update" : "invalidate",
+		static_cast<unsigned long long>(msg.iova), static_cast<unsigned long long>(msg.size),
+		static_cast<unsigned long long>(msg.uaddr), msg.perm);
+	if (msg.type == iotlb::kUpdate)
+		VUB_TRY(iotlb_.update(msg));
+	else if (msg.type == iotlb::kInvalidate)
+		iotlb_.invalidate(msg.iova, msg.size);
+	else
+		return Error{ EINVAL, "IOTLB_MSG of a type other than update or invalidate" };
+	/* Before the new snapshot: the rings that still miss in it ask again. */
+	iotlbMisses_->forget();
+	VUB_TRY(installMemory(regions_, true));
+	for (auto &slot : vrings_) {
+		if (!slot.running)
+			tryStart(slot);
+	}
+	return {};
+}
+
+Result<void> VhostUserHandler::watchIotlbMisses(bool on)
+{
+	if (!on) {
+		if (iotlbMisses_)
+			loop_->unwatch(iotlbMisses_->fd());
+		iotlbMisses_.reset();
+		return {};
+	}
+	if (iotlbMisses_)
+		return {};
+	auto misses = IotlbMisses::create();
+	if (!misses)
+		return misses.error();
+	VUB_TRY(loop_->watch((*misses)->fd(), EPOLLIN, [this](uint32_t) { sendIotlbMisses(); }));
+	iotlbMisses_ = std::move(*misses);
+	return {};
+}
+
+void VhostUserHandler::sendIotlbMisses()
+{
+	if (!iotlbMisses_)
+		return;
+	for (const auto &miss : iotlbMisses_->take()) {
+		if (!backendChannel_) {
+			VUB_LOG(Memory, Warning,
+				"%s: IOTLB miss at 0x%llx, and no back-end channel to ask on",
+				name_.c_str(), static_cast<unsigned long long>(miss.iova));
+			continue;
+		}
+		IotlbMsg msg{};
+		msg.iova = miss.iova;
+		msg.perm = miss.perm;
+		msg.type = iotlb::kMiss;
+		VUB_LOG(Memory, Debug, "%s: IOTLB miss at 0x%llx (%s)", name_.c_str(),
+			static_cast<unsigned long long>(miss.iova),
+			miss.perm == kAccessRead ? "read" : miss.perm == kAccessWrite ? "write" : "rw");
+		auto sent = backendChannel_->request(static_cast<uint32_t>(BackendRequest::IotlbMsg),
+						     &msg, sizeof(msg), false);
+		if (!sent)
+			VUB_LOG(Memory, Warning, "%s: IOTLB miss not sent: %s", name_.c_str(),
+				sent.error().what);
+	}
 }
 
 Result<void> VhostUserHandler::setLogBase(Message &msg, Reply &reply)

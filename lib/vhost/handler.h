@@ -15,6 +15,7 @@
 #include "vub/vhost/daemon.h"
 #include "vub/vhost/guest_memory.h"
 #include "vub/vhost/inflight.h"
+#include "vub/vhost/iotlb.h"
 #include "vub/vhost/message.h"
 #include "vub/vhost/vring.h"
 
@@ -64,6 +65,8 @@ private:
 		uint16_t localIndex = 0;    /**< the ring's token in that epoll */
 		int watchedKickFd = -1;
 		bool kickIsInternal = false; /**< NOFD kick: in-band VRING_KICK writes our own eventfd */
+		/** Started: the control thread's copy, read without parking a polled ring. */
+		bool running = false;
 	};
 
 	/** \brief What a request handler answers. */
@@ -100,7 +103,14 @@ private:
 	Result<void> setMemTable(Message &msg);
 	Result<void> addMemReg(Message &msg);
 	Result<void> remMemReg(const Message &msg);
-	Result<void> installMemory(std::vector<std::shared_ptr<MemoryRegion>> regions);
+	/**
+	 * \brief Publish a memory snapshot of \a regions (by I/O virtual address under a
+	 * vIOMMU). Rings move to it, but with \a keepRunningRings (the regions are the same, only
+	 * the IOTLB changed) a running ring keeps its translation: a guest's IOTLB flushes would
+	 * stop it at every flush otherwise, and a driver unmaps its rings only after a reset.
+	 */
+	Result<void> installMemory(std::vector<std::shared_ptr<MemoryRegion>> regions,
+				   bool keepRunningRings = false);
 	Result<VringSlot *> vringAt(uint64_t index);
 	Result<void> setVringNum(const VringStateMsg &state);
 	Result<void> setVringAddr(const VringAddrMsg &addr);
@@ -118,6 +128,16 @@ private:
 	Result<void> setInflightFd(Message &msg);
 	/** \brief SET_LOG_BASE: map the dirty log; the workers log once LOG_ALL is acked. */
 	Result<void> setLogBase(Message &msg, Reply &reply);
+	/**
+	 * \brief IOTLB_MSG: an update or invalidation of the device IOTLB, published to the
+	 * workers in a new memory snapshot; rings waiting for their translations start.
+	 */
+	Result<void> iotlbMsg(const IotlbMsg &msg);
+	/** \brief Create and watch the IOTLB miss queue, or drop it. */
+	Result<void> watchIotlbMisses(bool on);
+	/** \brief Ask the front-end for the translations the workers miss (BACKEND_IOTLB_MSG). */
+	void sendIotlbMisses();
+	bool iommu() const { return (ackedFeatures_ & virtio::bit(virtio::kFAccessPlatform)) != 0; }
 	/** \brief Give a starting ring its inflight region and recover what it holds. */
 	template <typename Queue>
 	void startInflight(VringSlot &slot, Queue &queue);
@@ -145,6 +165,10 @@ private:
 	InflightArea inflight_;
 	/** The dirty log of SET_LOG_BASE; in the memory snapshot while LOG_ALL is acked. */
 	std::shared_ptr<const DirtyLog> log_;
+	/** The device IOTLB while VIRTIO_F_IOMMU_PLATFORM is acked; in the memory snapshot. */
+	Iotlb iotlb_;
+	/** Where the workers post IOTLB misses; watched on the control loop. */
+	std::shared_ptr<IotlbMisses> iotlbMisses_;
 	/** SET_LOG_FD's eventfd, kept until the next one or a reset. */
 	UniqueFd logFd_;
 

@@ -105,11 +105,24 @@ Result<void> PackedQueue::translate(const GuestMemory &mem)
 	untranslate();
 	if (size_ == 0)
 		return Error{ EINVAL, "queue size not set" };
-	auto *desc = mem.translateQva(descQva_, virtio::packedDescRingSize(size_));
-	auto *driverEvent = mem.translateQva(driverEventQva_, sizeof(PackedEventSuppress));
-	auto *deviceEvent = mem.translateQva(deviceEventQva_, sizeof(PackedEventSuppress));
-	if (!desc || !driverEvent || !deviceEvent)
+	const uint64_t descSize = virtio::packedDescRingSize(size_);
+	constexpr uint64_t eventSize = sizeof(PackedEventSuppress);
+	auto *desc = mem.translateRing(descQva_, descSize, kAccessReadWrite);
+	auto *driverEvent = mem.translateRing(driverEventQva_, eventSize, kAccessRead);
+	auto *deviceEvent = mem.translateRing(deviceEventQva_, eventSize, kAccessWrite);
+	if (!desc || !driverEvent || !deviceEvent) {
+		if (mem.isIova()) {
+			/* Ask for what is missing; the front-end's answers bring the ring up. */
+			if (!desc)
+				translationFailed(mem, descQva_, descSize, kAccessReadWrite);
+			if (!driverEvent)
+				translationFailed(mem, driverEventQva_, eventSize, kAccessRead);
+			if (!deviceEvent)
+				translationFailed(mem, deviceEventQva_, eventSize, kAccessWrite);
+			return Error{ EAGAIN, "ring not (wholly) in the IOTLB" };
+		}
 		return Error{ EFAULT, "ring not wholly inside one guest memory region" };
+	}
 	/* Aligned front-end addresses are not enough: a region's address can be unaligned. */
 	if (reinterpret_cast<uintptr_t>(desc) % 16 ||
 	    reinterpret_cast<uintptr_t>(driverEvent) % 4 ||
@@ -118,8 +131,8 @@ Result<void> PackedQueue::translate(const GuestMemory &mem)
 	desc_ = reinterpret_cast<PackedDesc *>(desc);
 	driverEvent_ = reinterpret_cast<PackedEventSuppress *>(driverEvent);
 	deviceEvent_ = reinterpret_cast<PackedEventSuppress *>(deviceEvent);
-	mem.qvaToGpa(descQva_, &descGpa_);
-	mem.qvaToGpa(deviceEventQva_, &deviceEventGpa_);
+	mem.hvaToGpa(desc, &descGpa_);
+	mem.hvaToGpa(deviceEvent, &deviceEventGpa_);
 	return {};
 }
 
@@ -228,7 +241,7 @@ ChainError PackedQueue::takeDesc(const GuestMemory &mem, const PackedDesc &d, bo
 	/* The table must be contiguous in one region: it is read in place, each entry once. */
 	auto *table = reinterpret_cast<PackedDesc *>(mem.translateGpa(d.addr, d.len, &regionHint_));
 	if (!table)
-		return ChainError::BadAddress;
+		return translationFailed(mem, d.addr, d.len, kAccessRead);
 	/* Every entry is used in order; only WRITE means anything, the ids are ignored. */
 	uint32_t entries = d.len / sizeof(PackedDesc);
 	for (uint32_t i = 0; i < entries; i++) {
@@ -315,6 +328,11 @@ PackedQueue::PopStatus PackedQueue::popSlow(const GuestMemory &mem, std::span<De
 	}
 	if (d.id >= size_)
 		return breakRing("buffer id beyond the ring", d.id);
+	if (error == ChainError::IotlbMiss) {
+		/* Nothing committed: the chain is walked again once the translation comes. */
+		stats_.badChains[static_cast<int>(error)]++;
+		return PopStatus::Deferred;
+	}
 
 	lastAvailIdx_ = idx;
 	availWrap_ = wrap;
@@ -334,7 +352,7 @@ PackedQueue::PopStatus PackedQueue::popResubmitted(const GuestMemory &mem,
 						   std::span<DescBuffer> storage,
 						   DescriptorChain &chain)
 {
-	const Resubmit r = resubmit_[resubmitNext_++];
+	const Resubmit r = resubmit_[resubmitNext_];
 	chain.bufferCount = 0;
 	chain.readableBytes = 0;
 	chain.writableBytes = 0;
@@ -353,7 +371,11 @@ PackedQueue::PopStatus PackedQueue::popResubmitted(const GuestMemory &mem,
 		    (d.flags & virtio::kPackedDescFNext))
 			error = ChainError::TooLong;
 	}
-	if (resubmitNext_ == resubmit_.size()) {
+	if (error == ChainError::IotlbMiss) {
+		stats_.badChains[static_cast<int>(error)]++;
+		return PopStatus::Deferred;
+	}
+	if (++resubmitNext_ == resubmit_.size()) {
 		resubmit_.clear();
 		resubmitDescs_.clear();
 		resubmitNext_ = 0;

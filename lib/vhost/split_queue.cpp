@@ -18,6 +18,7 @@ const char *chainErrorName(ChainError error)
 		"none", "next_out_of_range", "too_long", "bad_address", "zero_length",
 		"read_after_write", "indirect_not_negotiated", "indirect_bad_length",
 		"indirect_nested", "indirect_with_next", "too_many_buffers", "length_overflow",
+		"iotlb_miss",
 	};
 	static_assert(sizeof(kNames) / sizeof(kNames[0]) == static_cast<size_t>(ChainError::Count));
 	return kNames[static_cast<size_t>(error)];
@@ -64,11 +65,25 @@ Result<void> SplitQueue::translate(const GuestMemory &mem)
 	untranslate();
 	if (size_ == 0)
 		return Error{ EINVAL, "queue size not set" };
-	auto *desc = mem.translateQva(descQva_, virtio::splitDescTableSize(size_));
-	auto *avail = mem.translateQva(availQva_, virtio::splitAvailSize(size_));
-	auto *used = mem.translateQva(usedQva_, virtio::splitUsedSize(size_));
-	if (!desc || !avail || !used)
+	const uint64_t descSize = virtio::splitDescTableSize(size_);
+	const uint64_t availSize = virtio::splitAvailSize(size_);
+	const uint64_t usedSize = virtio::splitUsedSize(size_);
+	auto *desc = mem.translateRing(descQva_, descSize, kAccessRead);
+	auto *avail = mem.translateRing(availQva_, availSize, kAccessRead);
+	auto *used = mem.translateRing(usedQva_, usedSize, kAccessWrite);
+	if (!desc || !avail || !used) {
+		if (mem.isIova()) {
+			/* Ask for what is missing; the front-end's answers bring the ring up. */
+			if (!desc)
+				translationFailed(mem, descQva_, descSize, kAccessRead);
+			if (!avail)
+				translationFailed(mem, availQva_, availSize, kAccessRead);
+			if (!used)
+				translationFailed(mem, usedQva_, usedSize, kAccessWrite);
+			return Error{ EAGAIN, "ring not (wholly) in the IOTLB" };
+		}
 		return Error{ EFAULT, "ring not wholly inside one guest memory region" };
+	}
 	/* Aligned front-end addresses are not enough: a region's address can be unaligned. */
 	if (reinterpret_cast<uintptr_t>(desc) % 16 || reinterpret_cast<uintptr_t>(avail) % 2 ||
 	    reinterpret_cast<uintptr_t>(used) % 4)
@@ -76,7 +91,7 @@ Result<void> SplitQueue::translate(const GuestMemory &mem)
 	desc_ = reinterpret_cast<SplitDesc *>(desc);
 	avail_ = reinterpret_cast<virtio::SplitAvail *>(avail);
 	used_ = reinterpret_cast<virtio::SplitUsed *>(used);
-	mem.qvaToGpa(usedQva_, &usedGpa_);
+	mem.hvaToGpa(used, &usedGpa_);
 	return {};
 }
 
@@ -117,6 +132,10 @@ void SplitQueue::reset()
 
 SplitQueue::PopStatus SplitQueue::refuse(ChainError error)
 {
+	if (error == ChainError::IotlbMiss) {
+		stats_.badChains[static_cast<int>(error)]++;
+		return PopStatus::Deferred;
+	}
 	lastError_ = error;
 	stats_.badChains[static_cast<int>(error)]++;
 	return PopStatus::BadChain;
@@ -129,13 +148,15 @@ SplitQueue::PopStatus SplitQueue::popSlow(const GuestMemory &mem, std::span<Desc
 		return PopStatus::Empty;
 	if (resubmitting_) [[unlikely]] {
 		/* Validated when it was lined up; its inflight state is set already. */
-		uint16_t head = resubmit_[resubmitNext_++];
-		if (resubmitNext_ == resubmit_.size()) {
+		PopStatus status = walkChain(mem, resubmit_[resubmitNext_], storage, chain);
+		if (status == PopStatus::Deferred)
+			return status;
+		if (++resubmitNext_ == resubmit_.size()) {
 			resubmit_.clear();
 			resubmitNext_ = 0;
 			resubmitting_ = false;
 		}
-		return walkChain(mem, head, storage, chain);
+		return status;
 	}
 	uint16_t pending = static_cast<uint16_t>(availIdxSeen_ - lastAvailIdx_);
 	if (pending == 0 || pending > size_) {
@@ -164,10 +185,13 @@ SplitQueue::PopStatus SplitQueue::popSlow(const GuestMemory &mem, std::span<Desc
 		broken_ = true;
 		return PopStatus::Broken;
 	}
+	PopStatus status = walkChain(mem, head, storage, chain);
+	if (status == PopStatus::Deferred)
+		return status;
 	lastAvailIdx_++;
 	if (inflight_) [[unlikely]]
 		markInflight(&head, 1);
-	return walkChain(mem, head, storage, chain);
+	return status;
 }
 
 SplitQueue::PopStatus SplitQueue::walkChain(const GuestMemory &mem, uint16_t head,
@@ -201,7 +225,7 @@ SplitQueue::PopStatus SplitQueue::walkChain(const GuestMemory &mem, uint16_t hea
 			/* The table must be contiguous in one region: it is read in place. */
 			auto *indirect = mem.translateGpa(d.addr, d.len, &regionHint_);
 			if (!indirect)
-				return refuse(ChainError::BadAddress);
+				return refuse(translationFailed(mem, d.addr, d.len, kAccessRead));
 			table = reinterpret_cast<SplitDesc *>(indirect);
 			tableSize = d.len / sizeof(SplitDesc);
 			index = 0;

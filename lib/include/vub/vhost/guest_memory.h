@@ -14,6 +14,7 @@
 #include "vub/base/result.h"
 #include "vub/base/unique_fd.h"
 #include "vub/vhost/dirty_log.h"
+#include "vub/vhost/iotlb.h"
 #include "vub/vhost/message.h"
 
 namespace vub::vhost {
@@ -66,10 +67,14 @@ private:
 };
 
 /**
- * \brief An immutable snapshot of the guest memory table: a set of non-overlapping regions.
+ * \brief An immutable snapshot of the guest memory table: a set of non-overlapping regions,
+ * and the address space the rings and descriptors use.
  *
- * Translation checks the whole range, never only its start. Thread-safe: workers read a
- * snapshot through GuestMemoryAtomic while the control thread builds the next one.
+ * That address space is guest-physical, or, while VIRTIO_F_IOMMU_PLATFORM is acked, the I/O
+ * virtual addresses of the device IOTLB (createIova()). Either way the data path translates
+ * through windows: address ranges mapped to host addresses with the access they allow, sorted
+ * by address. Translation checks the whole range, never only its start. Thread-safe: workers
+ * read a snapshot through GuestMemoryAtomic while the control thread builds the next one.
  */
 class GuestMemory
 {
@@ -80,65 +85,76 @@ public:
 	GuestMemory() = default;
 
 	/**
-	 * \brief A snapshot of \a regions.
+	 * \brief A snapshot of \a regions, translated by guest-physical address.
 	 * \return EINVAL when two regions overlap in guest-physical or front-end address space,
 	 * E2BIG with more than kMaxRegions.
 	 */
 	static Result<std::unique_ptr<GuestMemory>>
 	create(std::vector<std::shared_ptr<MemoryRegion>> regions);
+	/**
+	 * \brief A snapshot of \a regions translated by I/O virtual address through \a iotlb:
+	 * each entry's front-end range is cut at the regions' edges (what is in none is left out),
+	 * and neighbours contiguous in both spaces with the same access are joined, so a ring over
+	 * several IOMMU pages stays one window. A missing translation is posted to \a misses.
+	 */
+	static Result<std::unique_ptr<GuestMemory>>
+	createIova(std::vector<std::shared_ptr<MemoryRegion>> regions, const Iotlb &iotlb,
+		   std::shared_ptr<IotlbMisses> misses);
 
 	const std::vector<std::shared_ptr<MemoryRegion>> &regions() const { return regions_; }
 	bool empty() const { return regions_.empty(); }
+	/** \brief Whether addresses are I/O virtual (a vIOMMU): a missing one may come later. */
+	bool isIova() const { return misses_ != nullptr; }
 
-	/**
-	 * \brief The host address of guest-physical [gpa, gpa + len).
-	 *
-	 * \a hint, when given, is the caller's own last-hit region index (a queue keeps one), so
-	 * a burst of buffers in the same region costs one compare each.
-	 * \return nullptr unless the whole range lies in one region (len 0 counts as 1 byte).
-	 */
-	uint8_t *translateGpa(uint64_t gpa, uint64_t len, uint32_t *hint = nullptr) const
-	{
-		const MemoryRegion *r = findGpa(gpa, hint);
-		if (!r || len > r->size() - (gpa - r->gpa()))
-			return nullptr;
-		return r->hva() + (gpa - r->gpa());
-	}
-
-	/** \brief One region's guest-physical range and mapping, see window(). */
+	/** \brief One window: an address range, its host mapping and the access it allows. */
 	struct Window {
 		uint64_t gpa = 0;
 		uint64_t size = 0;
 		uint8_t *hva = nullptr;
+		uint8_t perm = 0;
 
-		/** \brief translateGpa() inside this region only: nullptr when not wholly in it. */
-		uint8_t *translate(uint64_t addr, uint64_t len) const
+		/** \brief translateGpa() inside this window only: nullptr when not wholly in it. */
+		uint8_t *translate(uint64_t addr, uint64_t len, uint8_t access) const
 		{
 			uint64_t off = addr - gpa;
-			return off < size && len <= size - off ? hva + off : nullptr;
+			return off < size && len <= size - off && (perm & access) == access
+				       ? hva + off
+				       : nullptr;
 		}
 	};
+
 	/**
-	 * \brief The region a translateGpa() \a hint names, for a caller that translates many
-	 * addresses in a row and keeps it in registers; empty when the hint names none.
+	 * \brief The host address of [gpa, gpa + len) (guest-physical or I/O virtual), for
+	 * \a access (kAccessRead, kAccessWrite).
+	 *
+	 * \a hint, when given, is the caller's own last-hit window index (a queue keeps one: its
+	 * IOTLB cache), so a burst of buffers in the same window costs one compare each.
+	 * \return nullptr unless the whole range lies in one window that allows \a access (len 0
+	 * counts as 1 byte).
 	 */
-	Window window(uint32_t hint) const
+	uint8_t *translateGpa(uint64_t gpa, uint64_t len, uint32_t *hint = nullptr,
+			      uint8_t access = kAccessRead) const
 	{
-		if (hint >= regionList_.size())
-			return {};
-		const MemoryRegion *r = regionList_[hint];
-		return { r->gpa(), r->size(), r->hva() };
+		const Window *w = findGpa(gpa, hint);
+		return w ? w->translate(gpa, len, access) : nullptr;
 	}
 
 	/**
-	 * \brief translateGpa() through \a window first, for a caller that keeps the window of
-	 * its \a hint in registers; on a miss both move to the region found.
+	 * \brief The window a translateGpa() \a hint names, for a caller that translates many
+	 * addresses in a row and keeps it in registers; empty when the hint names none.
 	 */
-	uint8_t *translateGpa(uint64_t gpa, uint64_t len, uint32_t *hint, Window *window) const
+	Window window(uint32_t hint) const { return hint < windows_.size() ? windows_[hint] : Window{}; }
+
+	/**
+	 * \brief translateGpa() through \a window first, for a caller that keeps the window of
+	 * its \a hint in registers; on a miss both move to the window found.
+	 */
+	uint8_t *translateGpa(uint64_t gpa, uint64_t len, uint32_t *hint, Window *window,
+			      uint8_t access) const
 	{
-		if (uint8_t *hva = window->translate(gpa, len)) [[likely]]
+		if (uint8_t *hva = window->translate(gpa, len, access)) [[likely]]
 			return hva;
-		uint8_t *hva = translateGpa(gpa, len, hint);
+		uint8_t *hva = translateGpa(gpa, len, hint, access);
 		if (hva)
 			*window = this->window(*hint);
 		return hva;
@@ -146,25 +162,47 @@ public:
 
 	/**
 	 * \brief The host address of \a gpa and how many bytes from it are contiguous in its
-	 * region, at most \a len: for buffers that cross regions.
-	 * \return nullptr when \a gpa is in no region.
+	 * window, at most \a len: for buffers that cross regions (or IOMMU pages).
+	 * \return nullptr when \a gpa is in no window that allows \a access.
 	 */
 	uint8_t *translateGpaPrefix(uint64_t gpa, uint64_t len, uint64_t *contiguous,
-				    uint32_t *hint = nullptr) const
+				    uint32_t *hint = nullptr, uint8_t access = kAccessRead) const
 	{
-		const MemoryRegion *r = findGpa(gpa, hint);
-		if (!r)
+		const Window *w = findGpa(gpa, hint);
+		if (!w || (w->perm & access) != access)
 			return nullptr;
-		uint64_t left = r->size() - (gpa - r->gpa());
+		uint64_t left = w->size - (gpa - w->gpa);
 		*contiguous = len < left ? len : left;
-		return r->hva() + (gpa - r->gpa());
+		return w->hva + (gpa - w->gpa);
 	}
 
+	/**
+	 * \brief The first address of [addr, addr + len) that no window maps for \a access,
+	 * or UINT64_MAX when every byte is mapped (then a failed translateGpa() means the range
+	 * is not contiguous on the host).
+	 */
+	uint64_t firstUnmapped(uint64_t addr, uint64_t len, uint8_t access) const;
+	/**
+	 * \brief Ask for the translation of \a addr for \a access (an IOTLB miss, sent to the
+	 * front-end by the control thread); nothing outside a vIOMMU. Any thread.
+	 */
+	void requestTranslation(uint64_t addr, uint8_t access) const;
+
+	/**
+	 * \brief The host address of ring part [addr, addr + len) for \a access: a front-end
+	 * address (SET_VRING_ADDR) or, under a vIOMMU, an I/O virtual one.
+	 */
+	uint8_t *translateRing(uint64_t addr, uint64_t len, uint8_t access) const
+	{
+		return isIova() ? translateGpa(addr, len, nullptr, access) : translateQva(addr, len);
+	}
 	/** \brief Host address of front-end address range [qva, qva + len); nullptr if not in one region. */
 	uint8_t *translateQva(uint64_t qva, uint64_t len) const;
 
 	/** \brief Guest-physical address of front-end address \a qva; false if unmapped. */
 	bool qvaToGpa(uint64_t qva, uint64_t *gpa) const;
+	/** \brief Guest-physical address of host address \a hva; false if in no region. */
+	bool hvaToGpa(const void *hva, uint64_t *gpa) const;
 
 	/**
 	 * \brief The dirty log to mark guest writes in while a live migration logs them
@@ -180,28 +218,28 @@ public:
 	void logWrite(const uint8_t *hva, uint64_t len) const;
 
 private:
-	const MemoryRegion *findGpa(uint64_t gpa, uint32_t *hint) const
+	/** \brief Check \a regions and make the snapshot that owns them, with no window. */
+	static Result<std::unique_ptr<GuestMemory>>
+	withRegions(std::vector<std::shared_ptr<MemoryRegion>> regions);
+
+	const Window *findGpa(uint64_t gpa, uint32_t *hint) const
 	{
-		/* Regions are few: the caller's last hit first, then a linear scan. */
-		size_t n = regionList_.size();
+		size_t n = windows_.size();
 		size_t start = hint && *hint < n ? *hint : 0;
-		if (n != 0 && regionList_[start]->containsGpa(gpa)) [[likely]]
-			return regionList_[start];
-		for (size_t i = 0; i < n; i++) {
-			size_t k = start + i < n ? start + i : start + i - n;
-			const MemoryRegion *r = regionList_[k];
-			if (r->containsGpa(gpa)) {
-				if (hint)
-					*hint = static_cast<uint32_t>(k);
-				return r;
-			}
-		}
-		return nullptr;
+		if (n != 0 && gpa - windows_[start].gpa < windows_[start].size) [[likely]]
+			return &windows_[start];
+		return findGpaSlow(gpa, hint);
 	}
+	/** \brief findGpa() past the hint: a binary search of the sorted windows. */
+	const Window *findGpaSlow(uint64_t gpa, uint32_t *hint) const;
 
 	std::vector<std::shared_ptr<MemoryRegion>> regions_;
 	std::vector<const MemoryRegion *> regionList_;
+	/** Sorted by address, never overlapping. */
+	std::vector<Window> windows_;
 	std::shared_ptr<const DirtyLog> log_;
+	/** Set in a vIOMMU's snapshot: where missing translations go. */
+	std::shared_ptr<IotlbMisses> misses_;
 };
 
 /**

@@ -193,6 +193,19 @@ struct IotlbMsg {
 };
 static_assert(sizeof(IotlbMsg) == 32);
 
+/** \brief IotlbMsg::type (the kernel's VHOST_IOTLB_*). */
+namespace iotlb {
+constexpr uint8_t kMiss = 1;
+constexpr uint8_t kUpdate = 2;
+constexpr uint8_t kInvalidate = 3;
+constexpr uint8_t kAccessFail = 4;
+} /* namespace iotlb */
+
+/** \brief IotlbMsg::perm, and the access a translation asks for (VHOST_ACCESS_*). */
+constexpr uint8_t kAccessRead = 1;
+constexpr uint8_t kAccessWrite = 2;
+constexpr uint8_t kAccessReadWrite = 3;
+
 struct ConfigMsg {
 	uint32_t offset;
 	uint32_t size;

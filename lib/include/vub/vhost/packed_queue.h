@@ -52,6 +52,7 @@ public:
 		BadChain, /**< return \a chain.head with length 0 and lastDescCount(); see
 			     lastError() */
 		Broken,	  /**< the ring is corrupt: stop using it and signal the err eventfd */
+		Deferred, /**< the next chain waits for an IOTLB translation: nothing taken */
 	};
 
 	/** \param maxSize the largest size setSize() accepts (at most 32768) */
@@ -249,10 +250,12 @@ public:
 				std::atomic_ref<uint16_t>(p->id).load(std::memory_order_relaxed);
 			if (len == 0 || id >= size) [[unlikely]]
 				break;
-			uint8_t *hva = mem.translateGpa(gpa, len, &hint, &window);
+			bool writable = (flags & writeFlag) != 0;
+			uint8_t *hva = mem.translateGpa(gpa, len, &hint, &window,
+							writable ? kAccessWrite : kAccessRead);
 			if (!hva)
 				break;
-			DescBuffer buffer{ hva, len, (flags & writeFlag) != 0 };
+			DescBuffer buffer{ hva, len, writable };
 			if (!accept(n, buffer))
 				break;
 			if (inflight_) [[unlikely]] {

@@ -36,6 +36,11 @@ enum class ChainError : uint8_t {
 	IndirectWithNext,   /**< INDIRECT and NEXT on the same descriptor */
 	TooManyBuffers,     /**< more pieces than the caller's storage */
 	LengthOverflow,     /**< the chain's total length exceeds 32 bits */
+	/**
+	 * Not a bad chain: a vIOMMU translation is missing and asked for; the chain stays
+	 * available and comes again once the front-end sends it. Counts the deferrals.
+	 */
+	IotlbMiss,
 	Count,
 };
 
@@ -99,6 +104,7 @@ public:
 		Empty,    /**< nothing available, or the queue is not ready */
 		BadChain, /**< \a chain.head must be returned with length 0; see lastError() */
 		Broken,   /**< the ring is corrupt: stop using it and signal the err eventfd */
+		Deferred, /**< the next chain waits for an IOTLB translation: nothing taken */
 	};
 
 	explicit SplitQueue(uint16_t maxSize) : maxSize_(maxSize) {}
@@ -254,10 +260,12 @@ public:
 				std::atomic_ref<uint64_t>(d->addr).load(std::memory_order_relaxed);
 			if ((flags & (virtio::kDescFNext | virtio::kDescFIndirect)) || len == 0)
 				break;
-			uint8_t *hva = mem.translateGpa(gpa, len, &hint, &window);
+			bool writable = (flags & writeFlag) != 0;
+			uint8_t *hva = mem.translateGpa(gpa, len, &hint, &window,
+							writable ? kAccessWrite : kAccessRead);
 			if (!hva)
 				break;
-			DescBuffer buffer{ hva, len, (flags & writeFlag) != 0 };
+			DescBuffer buffer{ hva, len, writable };
 			if (!accept(n, buffer))
 				break;
 			buffers[n] = buffer;
