@@ -444,7 +444,7 @@ std::optional<ConfigError> parsePortSection(const std::string &file, const IniSe
 	for (const IniKey &key : section.keys) {
 		const std::string &k = key.name;
 		const std::string &v = key.value;
-		bool vhostKey = k == "path" || k == "client";
+		bool vhostKey = k == "path" || k == "client" || k == "iommu-support";
 		bool ethdevKey = k == "devargs" || k == "rxd" || k == "txd" || k == "promiscuous";
 		std::optional<std::string> why;
 		if ((vhostKey && !vhost) || (ethdevKey && vhost))
@@ -461,6 +461,8 @@ std::optional<ConfigError> parsePortSection(const std::string &file, const IniSe
 			why = parseNonEmpty(k, v, port.path);
 		else if (k == "client")
 			why = parseBool(k, v, port.client);
+		else if (k == "iommu-support")
+			why = parseBool(k, v, port.iommuSupport);
 		else if (k == "devargs")
 			why = parseNonEmpty(k, v, port.devargs);
 		else if (k == "rxd")
@@ -472,7 +474,7 @@ std::optional<ConfigError> parsePortSection(const std::string &file, const IniSe
 		else
 			why = std::string("unknown key: ") + (vhost ? "a " : "an ") + typeName +
 			      " port has type, queues, " + "rxq-affinity, " +
-			      (vhost ? "path and client" : "devargs, rxd, txd and promiscuous");
+			      (vhost ? "path, client and iommu-support" : "devargs, rxd, txd and promiscuous");
 		if (why)
 			return fail(k, std::move(*why));
 	}
@@ -752,7 +754,7 @@ std::optional<ConfigError> parsePortSpec(std::string_view spec, PortConfig &port
 		return std::nullopt;
 	}
 	if (spec.substr(0, kVhost.size()) != kVhost)
-		return fail("--port must be vhost-user:path=SOCK[,queues=N][,client=0|1] or "
+		return fail("--port must be vhost-user:path=SOCK[,queues=N][,client=0|1][,iommu-support=0|1] or "
 			    "ethdev:DEVARGS, not " +
 			    inQuotes(spec));
 
@@ -775,9 +777,11 @@ std::optional<ConfigError> parsePortSpec(std::string_view spec, PortConfig &port
 			why = parseNumber("queues", value, 1, kMaxVhostQueues, parsed.queues);
 		else if (key == "client")
 			why = parseBool("client", value, parsed.client);
+		else if (key == "iommu-support")
+			why = parseBool("iommu-support", value, parsed.iommuSupport);
 		else
 			why = "unknown key " + inQuotes(key) +
-			      ": vhost-user: takes path, queues and client";
+			      ": vhost-user: takes path, queues, client and iommu-support";
 		if (why)
 			return fail(std::move(*why) + " in " + inQuotes(spec));
 	}
@@ -973,11 +977,12 @@ Options:
   -h, --help               print this text and exit
 
 Port specs (--port):
-  vhost-user:path=SOCK[,queues=N][,client=0|1]
+  vhost-user:path=SOCK[,queues=N][,client=0|1][,iommu-support=0|1]
         a vhost-user port on the unix socket SOCK (relative: in the runtime
         dir); queues: queue pairs, 1 to 8 (1); client=1: connect to the
         front-end's socket and reconnect after it goes away, instead of
-        listening on SOCK (0). SOCK cannot hold a ','.
+        listening on SOCK (0); iommu-support=1: offer VIRTIO_F_IOMMU_PLATFORM
+        for a guest behind a vIOMMU (0). SOCK cannot hold a ','.
   ethdev:DEVARGS
         a DPDK ethdev: DEVARGS verbatim, commas and all, a PCI address
         ("ethdev:0000:3b:00.0") or a vdev ("ethdev:net_tap0,iface=vub-tap0");

@@ -39,6 +39,8 @@ struct PortConfig {
 	/* vhost-user */
 	std::string path;    /**< the socket; a relative path is under SwitchConfig::runtimeDir */
 	bool client = false; /**< connect to the front-end's socket, reconnecting with back-off */
+	/** offer VIRTIO_F_IOMMU_PLATFORM: guests behind a vIOMMU (DPDK's iommu-support) */
+	bool iommuSupport = false;
 
 	/* ethdev */
 	std::string devargs; /**< a PCI address or a vdev: "net_ring0", "net_tap0,iface=vub0" */

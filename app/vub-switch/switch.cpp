@@ -193,6 +193,7 @@ Result<std::unique_ptr<SwitchPort>> Switch::openPort(const PortConfig &config, u
 		options.path = config.path;
 		options.queuePairs = config.queues;
 		options.client = config.client;
+		options.iommu = config.iommuSupport;
 		options.socket = workers_[0]->node;
 		/* Locally administered, "vub" and the port id. */
 		const uint8_t mac[6] = { 0x02, 'v', 'u', 'b', 0, static_cast<uint8_t>(id) };
@@ -632,7 +633,24 @@ void Switch::clearPortStats(SwitchPort &port)
 
 namespace {
 
-/** Hand \a n packets to port \a dst; what it does not take is counted and freed. */
+/** Keep \a n packets for port \a dst after those held already; what does not fit is dropped. */
+inline void hold(Worker &w, unsigned dst, const PlanTx &tx, rte_mbuf **pkts, uint16_t n,
+		 rte_mbuf **held)
+{
+	uint16_t keep = std::min<uint16_t>(static_cast<uint16_t>(kMaxBurst - w.pending[dst]), n);
+	std::memmove(held + w.pending[dst], pkts, keep * sizeof(*pkts));
+	w.pending[dst] = static_cast<uint16_t>(w.pending[dst] + keep);
+	w.pendingTx[dst] = tx;
+	if (keep < n) {
+		w.txDropped[dst] += n - keep;
+		rte_pktmbuf_free_bulk(pkts + keep, n - keep);
+	}
+}
+
+/**
+ * Hand port \a dst the packets held for it, then \a n more. What it does not take is
+ * counted and freed, or held for the next loop when the port waits (Port::txWaits()).
+ */
 inline void sendTo(Worker &w, const Plan &plan, unsigned dst, const PlanTx &tx, rte_mbuf **pkts,
 		   uint16_t n, rte_mbuf **held)
 {
@@ -642,40 +660,38 @@ inline void sendTo(Worker &w, const Plan &plan, unsigned dst, const PlanTx &tx, 
 		rte_pktmbuf_free_bulk(pkts, n);
 		return;
 	}
-	if (!tx.shared) [[likely]] {
+	/* Another worker writes this queue too: try once, else hold the packets for later. */
+	rte_spinlock_t *lock = tx.shared ? &port->txLocks[tx.queue].lock : nullptr;
+	if (lock && !rte_spinlock_trylock(lock)) {
+		hold(w, dst, tx, pkts, n, held);
+		return;
+	}
+	if (uint16_t count = w.pending[dst]) [[unlikely]] {
+		uint16_t sent = port->port->txBurst(tx.queue, held, count);
+		uint16_t left = static_cast<uint16_t>(count - sent);
+		if (left && port->port->txWaits()) {
+			std::memmove(held, held + sent, left * sizeof(*held));
+		} else if (left) {
+			w.txDropped[dst] += left;
+			rte_pktmbuf_free_bulk(held + sent, left);
+			left = 0;
+		}
+		w.pending[dst] = left;
+	}
+	if (n != 0 && w.pending[dst] != 0) {
+		/* Behind the ones still waiting, in order. */
+		hold(w, dst, tx, pkts, n, held);
+	} else if (n != 0) {
 		uint16_t sent = port->port->txBurst(tx.queue, pkts, n);
-		if (sent < n) {
+		if (sent < n && port->port->txWaits()) {
+			hold(w, dst, tx, pkts + sent, static_cast<uint16_t>(n - sent), held);
+		} else if (sent < n) {
 			w.txDropped[dst] += n - sent;
 			rte_pktmbuf_free_bulk(pkts + sent, n - sent);
 		}
-		return;
 	}
-	/* Another worker writes this queue too: try once, else hold the packets for later. */
-	rte_spinlock_t *lock = &port->txLocks[tx.queue].lock;
-	if (!rte_spinlock_trylock(lock)) {
-		uint16_t room = static_cast<uint16_t>(kMaxBurst - w.pending[dst]);
-		uint16_t keep = std::min(room, n);
-		std::memcpy(held + w.pending[dst], pkts, keep * sizeof(*pkts));
-		w.pending[dst] = static_cast<uint16_t>(w.pending[dst] + keep);
-		w.pendingTx[dst] = tx;
-		if (keep < n) {
-			w.txDropped[dst] += n - keep;
-			rte_pktmbuf_free_bulk(pkts + keep, n - keep);
-		}
-		return;
-	}
-	for (rte_mbuf **batch : { held, pkts }) {
-		uint16_t count = batch == held ? w.pending[dst] : n;
-		if (count == 0)
-			continue;
-		uint16_t sent = port->port->txBurst(tx.queue, batch, count);
-		if (sent < count) {
-			w.txDropped[dst] += count - sent;
-			rte_pktmbuf_free_bulk(batch + sent, count - sent);
-		}
-	}
-	w.pending[dst] = 0;
-	rte_spinlock_unlock(lock);
+	if (lock)
+		rte_spinlock_unlock(lock);
 }
 
 } /* namespace */

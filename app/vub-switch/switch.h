@@ -112,8 +112,9 @@ struct alignas(64) Worker {
 	uint32_t txFirstSeen = 0;
 	const MacTable *reportedFor = nullptr; /**< the snapshot reportedKeys belong to */
 	uint64_t reportedKeys[64];	       /**< learn events sent for that snapshot */
-	uint16_t pending[kMaxPorts] = {};      /**< packets waiting for a shared tx queue */
-	PlanTx pendingTx[kMaxPorts];	       /**< the queue they wait for */
+	/** Packets held for a port: its tx queue was shared and busy, or the port waits. */
+	uint16_t pending[kMaxPorts] = {};
+	PlanTx pendingTx[kMaxPorts]; /**< the queue they wait for */
 	rte_mbuf *out[kMaxPorts][kMaxBurst];   /**< by destination port */
 	uint16_t outCount[kMaxPorts] = {};
 };

@@ -73,7 +73,7 @@ protected:
 		if (!EalEnvironment::ok || !EalEnvironment::pool)
 			GTEST_SKIP() << "DPDK EAL could not start with --no-huge";
 		path_ = "/tmp/vub-net-" + std::to_string(getpid()) + ".sock";
-		port_ = std::make_shared<VhostNetPort>(1);
+		port_ = std::make_shared<VhostNetPort>(1, -1, iommu_);
 		DaemonOptions o;
 		o.polling = true;
 		o.pollThreads = false;
@@ -187,6 +187,7 @@ protected:
 	}
 
 	std::string path_;
+	bool iommu_ = false; /**< the port offers VIRTIO_F_IOMMU_PLATFORM */
 	std::shared_ptr<VhostNetPort> port_;
 	std::unique_ptr<VhostUserDaemon> daemon_;
 	Listener listener_;
@@ -677,6 +678,192 @@ TEST_P(NetPortRxTest, MigrationLogsEveryPageThePortWrites)
 	EXPECT_TRUE(dirtyPages().empty()) << "logged without LOG_ALL";
 }
 
+/* ---- vIOMMU ---- */
+
+/*
+ * VIRTIO_F_IOMMU_PLATFORM: ring and buffer addresses are I/O virtual, translated through the
+ * IOTLB the front-end fills. The test front-end plays QEMU: it answers each miss that comes on
+ * the back-end channel with an IOTLB update of the page. Its IOVAs: the rings at their
+ * front-end addresses, the buffers at their guest-physical ones.
+ */
+class NetPortIommuTest : public NetPortRxTest
+{
+protected:
+	void SetUp() override
+	{
+		iommu_ = true;
+		NetPortRxTest::SetUp();
+	}
+
+	void negotiateIommu(bool iommu = true)
+	{
+		NegotiateOptions o;
+		o.queues = 2;
+		o.memory = { mem_.get() };
+		o.packed = GetParam();
+		o.features = virtio::bit(virtio::kFVersion1) |
+			     (iommu ? virtio::bit(virtio::kFAccessPlatform) : 0) |
+			     (o.packed ? virtio::bit(virtio::kFRingPacked) : 0);
+		o.protocolFeatures |= protocol::mask(protocol::kBackendReq);
+		ASSERT_TRUE(frontend_->negotiateDpdk(o));
+		ASSERT_TRUE(frontend_->setBackendReqFd());
+	}
+	/** Send IOTLB_MSG and read its ack. \return EREMOTEIO when refused. */
+	Result<void> iotlb(uint8_t type, uint64_t iova, uint64_t size, uint64_t uaddr,
+			   uint8_t perm = kAccessReadWrite)
+	{
+		IotlbMsg msg{};
+		msg.iova = iova;
+		msg.size = size;
+		msg.uaddr = uaddr;
+		msg.perm = perm;
+		msg.type = type;
+		VUB_TRY(frontend_->sendRaw(static_cast<uint32_t>(FrontendRequest::IotlbMsg), &msg,
+					   sizeof(msg), {}, kVersion | kFlagNeedReply));
+		auto reply = frontend_->receiveReply();
+		if (!reply)
+			return reply.error();
+		if ((*reply)->size() != sizeof(uint64_t) || (*reply)->payloadAs<uint64_t>() != 0)
+			return Error{ EREMOTEIO, "IOTLB_MSG refused" };
+		return {};
+	}
+	Result<void> mapRings()
+	{
+		return iotlb(iotlb::kUpdate, mem_->qva(), mem_->size(), mem_->qva());
+	}
+	/**
+	 * Call \a step as an lcore polls until it says done, answering each IOTLB miss with its
+	 * page meanwhile. \return the misses answered, -1 when not done within 3 s.
+	 */
+	int serveMisses(const std::function<bool()> &step)
+	{
+		int answered = 0;
+		auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+		while (std::chrono::steady_clock::now() < deadline) {
+			reader_->online();
+			bool done = step();
+			reader_->quiescent();
+			reader_->offline();
+			if (done)
+				return answered;
+			auto msg = frontend_->receiveBackendRequest(20);
+			if (!msg)
+				continue;
+			EXPECT_EQ((*msg)->request(), static_cast<uint32_t>(BackendRequest::IotlbMsg));
+			auto miss = (*msg)->payloadAs<IotlbMsg>();
+			EXPECT_EQ(miss.type, iotlb::kMiss);
+			uint64_t page = miss.iova & ~uint64_t{ 4095 };
+			if (page - mem_->qva() < mem_->size()) {
+				/* A ring's, asked for before mapRings() (no channel yet). */
+				if (!iotlb(iotlb::kUpdate, page, 4096, page))
+					return -1;
+				continue;
+			}
+			EXPECT_TRUE(mem_->containsGpa(page))
+				<< "a miss outside guest memory: 0x" << std::hex << miss.iova;
+			lastMiss_ = miss;
+			if (!iotlb(iotlb::kUpdate, page, 4096, mem_->gpaToQva(page)))
+				return -1;
+			answered++;
+		}
+		return -1;
+	}
+	/** One mbuf holding \a payload. */
+	static rte_mbuf *mbufOf(const std::vector<uint8_t> &payload)
+	{
+		rte_mbuf *m = rte_pktmbuf_alloc(EalEnvironment::pool);
+		if (!m)
+			return nullptr;
+		std::memcpy(rte_pktmbuf_append(m, static_cast<uint16_t>(payload.size())),
+			    payload.data(), payload.size());
+		return m;
+	}
+
+	IotlbMsg lastMiss_{};
+};
+
+TEST_P(NetPortIommuTest, FramesWaitForTheirTranslationsAndArriveWhole)
+{
+	negotiateIommu();
+	ASSERT_TRUE(mapRings());
+
+	/* Guest to port: the TX buffers are asked for, read-only, then the frame comes. */
+	auto sent = pattern(100, 1);
+	guestSend(sent, 12);
+	rte_mbuf *in = nullptr;
+	int misses = serveMisses(
+		[&] { return port_->dequeueBurst(0, EalEnvironment::pool, &in, 1) == 1; });
+	ASSERT_GE(misses, 1);
+	EXPECT_EQ(lastMiss_.perm, kAccessRead);
+	EXPECT_EQ(flatten(in), sent);
+	rte_pktmbuf_free(in);
+	EXPECT_EQ(usedLens(1).size(), 1u);
+
+	/* Port to guest: the frame waits for its RX buffer's translation, it is not dropped. */
+	const uint64_t rxGpa = mem_->alloc(4096, 4096); /* a page not mapped yet */
+	BufferSpec rx{ rxGpa, 2048, true };
+	addChain(0, std::span(&rx, 1));
+	auto back = pattern(200, 2);
+	rte_mbuf *out = mbufOf(back);
+	ASSERT_TRUE(out);
+	uint16_t waited = 0;
+	misses = serveMisses([&] {
+		uint16_t waiting = 0;
+		uint16_t placed = port_->enqueueBurst(0, &out, 1, &waiting);
+		waited += waiting;
+		EXPECT_EQ(placed + waiting, 1);
+		return placed == 1;
+	});
+	rte_pktmbuf_free(out);
+	ASSERT_GE(misses, 1);
+	EXPECT_GE(waited, 1u);
+	EXPECT_EQ(lastMiss_.perm, kAccessWrite);
+	EXPECT_EQ(usedLens(0), (std::vector<uint32_t>{ 12 + 200 }));
+	EXPECT_EQ(std::memcmp(mem_->hostPtr(rxGpa) + 12, back.data(), back.size()), 0);
+
+	/*
+	 * The guest flushes its whole IOTLB (Linux's lazy mode does, QEMU passes it on): the
+	 * rings run on, the next frame's buffers are asked for again.
+	 */
+	ASSERT_TRUE(iotlb(iotlb::kInvalidate, 0, UINT64_MAX, 0));
+	guestSend(pattern(60, 3), 12);
+	misses = serveMisses(
+		[&] { return port_->dequeueBurst(0, EalEnvironment::pool, &in, 1) == 1; });
+	ASSERT_GE(misses, 1);
+	rte_pktmbuf_free(in);
+}
+
+TEST_P(NetPortIommuTest, BadIotlbMessagesAreRefusedAndTheRingsRunOn)
+{
+	negotiateIommu();
+	ASSERT_TRUE(mapRings());
+	ASSERT_TRUE(iotlb(iotlb::kUpdate, mem_->gpa(), mem_->size(), mem_->qva()));
+	using iotlb::kUpdate;
+	EXPECT_FALSE(iotlb(kUpdate, 0x40000000, 0, mem_->qva())) << "size 0";
+	EXPECT_FALSE(iotlb(kUpdate, UINT64_MAX - 4095, 8192, mem_->qva())) << "wraps";
+	EXPECT_FALSE(iotlb(kUpdate, 0x40000000, 4096, mem_->qva(), 0)) << "no access";
+	EXPECT_FALSE(iotlb(kUpdate, 0x40000000, 4096, mem_->qva(), 7)) << "unknown access bits";
+	EXPECT_FALSE(iotlb(iotlb::kMiss, 0x40000000, 4096, mem_->qva())) << "a miss, sent to us";
+	EXPECT_FALSE(iotlb(9, 0x40000000, 4096, mem_->qva())) << "no such type";
+	/* An update outside guest memory is taken, and translates nothing. */
+	EXPECT_TRUE(iotlb(kUpdate, 0x40000000, 4096, 0x10));
+	guestSend(pattern(60, 1), 12);
+	rte_mbuf *in = nullptr;
+	ASSERT_EQ(dequeue(&in, 1), 1);
+	rte_pktmbuf_free(in);
+}
+
+TEST_P(NetPortIommuTest, IotlbMessagesWithoutIommuPlatformAreRefused)
+{
+	negotiateIommu(false);
+	EXPECT_FALSE(iotlb(iotlb::kUpdate, mem_->qva(), mem_->size(), mem_->qva()));
+	/* Addresses stay what they were: guest-physical buffers work without any IOTLB. */
+	guestSend(pattern(60, 1), 12);
+	rte_mbuf *in = nullptr;
+	ASSERT_EQ(dequeue(&in, 1), 1);
+	rte_pktmbuf_free(in);
+}
+
 /* ---- Offloads ---- */
 
 /* Internet checksum arithmetic, written out here so that the test does not trust DPDK's. */
@@ -1040,6 +1227,7 @@ std::string ringName(const ::testing::TestParamInfo<bool> &info)
 }
 
 INSTANTIATE_TEST_SUITE_P(Rings, NetPortTest, ::testing::Bool(), ringName);
+INSTANTIATE_TEST_SUITE_P(Rings, NetPortIommuTest, ::testing::Bool(), ringName);
 INSTANTIATE_TEST_SUITE_P(Rings, NetPortRxTest, ::testing::Bool(), ringName);
 INSTANTIATE_TEST_SUITE_P(Rings, NetPortOffloadTest, ::testing::Bool(), ringName);
 

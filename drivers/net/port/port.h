@@ -57,6 +57,12 @@ public:
 	 * port owns (and frees) those, the caller keeps the rest (DPDK's rte_eth_tx_burst rule).
 	 */
 	virtual uint16_t txBurst(unsigned queue, rte_mbuf **pkts, uint16_t n) = 0;
+	/**
+	 * \brief Whether what txBurst() does not take is worth offering again a poll later
+	 * rather than dropping: the port is waiting for something already on its way (a vIOMMU
+	 * translation), not for room.
+	 */
+	virtual bool txWaits() const { return false; }
 
 	/**
 	 * \brief Whether tx queue \a queue delivers now: a guest may use fewer queue pairs than

@@ -193,7 +193,7 @@ void writeMbufRange(PieceWriter &writer, const rte_mbuf *m, uint32_t off, uint32
 
 } /* namespace */
 
-VhostNetPort::VhostNetPort(unsigned queuePairs, int socket)
+VhostNetPort::VhostNetPort(unsigned queuePairs, int socket, bool iommu) : iommu_(iommu)
 {
 	queuePairs = std::clamp(queuePairs, 1u, kMaxQueuePairs);
 	for (unsigned i = 0; i < 2 * queuePairs; i++) {
@@ -225,14 +225,15 @@ uint64_t VhostNetPort::features() const
 	       virtio::bit(virtio::kNetFMq) | virtio::bit(virtio::kVhostUserFProtocolFeatures) |
 	       virtio::bit(virtio::kNetFCtrlVq) | virtio::bit(virtio::kNetFGuestAnnounce) |
 	       virtio::bit(virtio::kNetFMtu) | virtio::bit(virtio::kVhostFLogAll) |
-	       offloadFeatures();
+	       (iommu_ ? virtio::bit(virtio::kFAccessPlatform) : 0) | offloadFeatures();
 }
 
 uint64_t VhostNetPort::protocolFeatures() const
 {
 	using namespace vhost::protocol;
 	return mask(kMq) | mask(kRarp) | mask(kReplyAck) | mask(kMtu) | mask(kStatus) |
-	       mask(kResetDevice) | mask(kConfigureMemSlots) | mask(kLogShmfd);
+	       mask(kResetDevice) | mask(kConfigureMemSlots) | mask(kLogShmfd) |
+	       (iommu_ ? mask(kBackendReq) : 0);
 }
 
 void VhostNetPort::ackedFeatures(uint64_t features)
@@ -334,15 +335,19 @@ uint16_t burstLimit(PackedQueue &ring, uint16_t n)
 
 /**
  * Take the next chain. \return false when there is none, or when the ring is corrupt (the
- * err eventfd is then signalled); \a refused says that the chain must go back empty.
+ * err eventfd is then signalled); \a refused says that the chain must go back empty, and
+ * \a deferred (when given) that the next chain waits for a vIOMMU translation.
  */
 template <typename Ring>
 bool nextChain(Ring &ring, VringState &state, const vhost::GuestMemory &mem,
-	       std::span<DescBuffer> storage, DescriptorChain &chain, bool *refused)
+	       std::span<DescBuffer> storage, DescriptorChain &chain, bool *refused,
+	       bool *deferred = nullptr)
 {
 	auto status = ring.pop(mem, storage, chain);
 	if (status == Ring::PopStatus::Broken)
 		state.signalError();
+	if (deferred)
+		*deferred = status == Ring::PopStatus::Deferred;
 	*refused = status == Ring::PopStatus::BadChain;
 	return status == Ring::PopStatus::Ok || *refused;
 }
@@ -585,8 +590,11 @@ uint16_t VhostNetPort::dequeue(Queue &q, VringState &state, Ring &ring, rte_memp
 	return got;
 }
 
-uint16_t VhostNetPort::enqueueBurst(unsigned pair, rte_mbuf *const *pkts, uint16_t n)
+uint16_t VhostNetPort::enqueueBurst(unsigned pair, rte_mbuf *const *pkts, uint16_t n,
+				   uint16_t *waiting)
 {
+	if (waiting)
+		*waiting = 0;
 	Queue &q = *queues_[2 * pair];
 	VringState *state = q.ring.acquire();
 	/* A stopped or disabled RX ring gets nothing: the guest gave no buffer for it. */
@@ -595,8 +603,8 @@ uint16_t VhostNetPort::enqueueBurst(unsigned pair, rte_mbuf *const *pkts, uint16
 		return 0;
 	}
 	if (state->isPacked())
-		return enqueue(q, *state, state->getPackedQueue(), pkts, n);
-	return enqueue(q, *state, state->getQueue(), pkts, n);
+		return enqueue(q, *state, state->getPackedQueue(), pkts, n, waiting);
+	return enqueue(q, *state, state->getQueue(), pkts, n, waiting);
 }
 
 template <typename Ring>
@@ -617,7 +625,7 @@ void VhostNetPort::drainDisabled(Queue &q, VringState &state, Ring &ring)
 
 template <typename Ring>
 uint16_t VhostNetPort::enqueue(Queue &q, VringState &state, Ring &ring, rte_mbuf *const *pkts,
-			       uint16_t n)
+			       uint16_t n, uint16_t *waiting)
 {
 	/* The guest's RX buffers, read once (a split ring's avail index) for the usual path. */
 	if (n != 0 && burstLimit(ring, n) == 0) {
@@ -645,7 +653,7 @@ uint16_t VhostNetPort::enqueue(Queue &q, VringState &state, Ring &ring, rte_mbuf
 	 * Put one frame into the guest's buffers: the header, \a prefixBytes rewritten bytes
 	 * from \a frame, then bytes [off, off + len) of \a m.
 	 */
-	enum class Placed : uint8_t { Ok, NoBuffer, TooBig, Refused };
+	enum class Placed : uint8_t { Ok, NoBuffer, TooBig, Refused, Deferred };
 	auto place = [&](const rte_mbuf *m, const virtio::NetHeader &fields, uint32_t prefixBytes,
 			 uint32_t off, uint32_t len) -> Placed {
 		uint32_t need = header + prefixBytes + len;
@@ -664,10 +672,16 @@ uint16_t VhostNetPort::enqueue(Queue &q, VringState &state, Ring &ring, rte_mbuf
 				break;
 			DescriptorChain chain;
 			bool refused = false;
+			bool deferred = false;
 			if (!nextChain(ring, state, *mem,
 				       std::span(q.storage + pieces, kMaxPieces - pieces), chain,
-				       &refused))
+				       &refused, &deferred)) {
+				if (deferred && waiting) {
+					ring.rewindAvail(start);
+					return Placed::Deferred;
+				}
 				break;
+			}
 			taken = true;
 			if (refused || chain.readableBytes != 0) {
 				/*
@@ -755,6 +769,9 @@ uint16_t VhostNetPort::enqueue(Queue &q, VringState &state, Ring &ring, rte_mbuf
 				uint32_t off = 0, len = 0;
 				frame.build(s, &off, &len);
 				placed = place(m, frame.header(), frame.prefixBytes(), off, len);
+				/* Segments went already: offered again, they would go twice. */
+				if (placed == Placed::Deferred && s != 0)
+					placed = Placed::NoBuffer;
 			}
 		}
 		if (placed == Placed::Refused) {
@@ -768,6 +785,10 @@ uint16_t VhostNetPort::enqueue(Queue &q, VringState &state, Ring &ring, rte_mbuf
 		}
 		if (placed == Placed::NoBuffer) {
 			q.stats.dropNoBuffer += n - i;
+			return false;
+		}
+		if (placed == Placed::Deferred) {
+			*waiting = static_cast<uint16_t>(n - i);
 			return false;
 		}
 		bytes += m->pkt_len;

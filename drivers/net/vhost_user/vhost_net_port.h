@@ -74,8 +74,11 @@ public:
 	 * \param socket the NUMA node of the lcore that will poll the port: its per-queue
 	 * state is allocated there (DPDK memory; the heap when that fails or EAL is not up);
 	 * SOCKET_ID_ANY (-1) for no preference
+	 * \param iommu offer VIRTIO_F_IOMMU_PLATFORM, for guests behind a vIOMMU (opt-in, as
+	 * DPDK's iommu-support and OVS's vhost-iommu-support), with the BACKEND_REQ channel
+	 * that IOTLB misses go on
 	 */
-	explicit VhostNetPort(unsigned queuePairs, int socket = -1);
+	explicit VhostNetPort(unsigned queuePairs, int socket = -1, bool iommu = false);
 	~VhostNetPort() override;
 
 	/* VhostUserBackend. */
@@ -122,9 +125,13 @@ public:
 	/**
 	 * \brief Copy up to \a n packets into the guest's RX buffers of pair \a pair.
 	 * \return how many the guest got, in order; the others are counted as drops by reason
-	 * (dropNoBuffer while the ring is stopped or disabled). The caller still owns all \a n.
+	 * (dropNoBuffer while the ring is stopped or disabled), except the last \a *waiting
+	 * when given: they were not tried, for the guest's next buffer waits for a vIOMMU
+	 * translation that is asked for; the caller may offer them again soon (a poll later).
+	 * The caller still owns all \a n.
 	 */
-	uint16_t enqueueBurst(unsigned pair, rte_mbuf *const *pkts, uint16_t n);
+	uint16_t enqueueBurst(unsigned pair, rte_mbuf *const *pkts, uint16_t n,
+			      uint16_t *waiting = nullptr);
 
 	/** \brief All counters of the guest's RX (\a guestTx false) or TX virtqueue of \a pair. Any
 	 * thread. */
@@ -166,7 +173,7 @@ private:
 	void drainDisabled(Queue &q, vhost::VringState &state, Ring &ring);
 	template <typename Ring>
 	uint16_t enqueue(Queue &q, vhost::VringState &state, Ring &ring, rte_mbuf *const *pkts,
-			 uint16_t n);
+			 uint16_t n, uint16_t *waiting);
 
 	std::vector<std::unique_ptr<Queue, QueueDeleter>> queues_;
 	/* Written on SET_FEATURES, when no ring runs; read once per burst. */
@@ -174,6 +181,7 @@ private:
 	/* SEND_RARP: the MAC (low 48 bits) and whether a RARP waits to go out. */
 	std::atomic<uint64_t> rarpMac_{ 0 };
 	std::atomic<bool> rarpPending_{ false };
+	bool iommu_ = false; /**< VIRTIO_F_IOMMU_PLATFORM offered */
 	std::atomic<uint32_t> headerBytes_{ 12 };
 	std::atomic<bool> mergeable_{ false };
 	std::atomic<bool> inOrder_{ false };

@@ -24,7 +24,7 @@ Result<std::unique_ptr<VhostUserPort>> VhostUserPort::create(const VhostUserPort
 		return Error{ EINVAL, "bad queue count" };
 	}
 	std::unique_ptr<VhostUserPort> port(new VhostUserPort(options));
-	port->net_ = std::make_shared<VhostNetPort>(options.queuePairs, options.socket);
+	port->net_ = std::make_shared<VhostNetPort>(options.queuePairs, options.socket, options.iommu);
 	DaemonOptions daemonOptions;
 	daemonOptions.controlLoop = &control;
 	daemonOptions.polling = true;
@@ -76,9 +76,12 @@ VhostUserPort::~VhostUserPort()
 
 uint16_t VhostUserPort::txBurst(unsigned queue, rte_mbuf **pkts, uint16_t n)
 {
-	net_->enqueueBurst(queue, pkts, n);
-	rte_pktmbuf_free_bulk(pkts, n);
-	return n;
+	uint16_t waiting = 0;
+	net_->enqueueBurst(queue, pkts, n, &waiting);
+	/* The guest's buffers wait for a vIOMMU translation: the caller offers these again. */
+	uint16_t taken = static_cast<uint16_t>(n - waiting);
+	rte_pktmbuf_free_bulk(pkts, taken);
+	return taken;
 }
 
 bool VhostUserPort::linkUp() const

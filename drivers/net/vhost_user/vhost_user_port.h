@@ -19,6 +19,7 @@ struct VhostUserPortOptions {
 	std::string path; /**< the socket */
 	unsigned queuePairs = 1;
 	bool client = false; /**< connect (and reconnect) to the front-end's socket */
+	bool iommu = false;  /**< offer VIRTIO_F_IOMMU_PLATFORM (guests behind a vIOMMU) */
 	int socket = -1;     /**< NUMA node for the queue state, -1 for any */
 	uint8_t mac[6] = {}; /**< the switch side's address (mac forwarding's source) */
 };
@@ -50,8 +51,12 @@ public:
 	{
 		return net_->dequeueBurst(queue, pool, pkts, n);
 	}
-	/** Takes all \a n: what the guest had no room for is counted as its drop. */
+	/**
+	 * Takes all \a n (what the guest had no room for is counted as its drop), but those
+	 * that wait for a vIOMMU translation of the guest's next buffer: see txWaits().
+	 */
 	uint16_t txBurst(unsigned queue, rte_mbuf **pkts, uint16_t n) override;
+	bool txWaits() const override { return true; }
 	bool txQueueReady(unsigned queue) const override { return net_->rxReady(queue); }
 	int numaNode(unsigned queue) const override { return net_->numaNode(queue); }
 	bool linkUp() const override;

@@ -213,6 +213,7 @@ type = vhost-user
 path = "g1.sock"
 queues = 8
 client = TRUE
+iommu-support = yes
 rxq-affinity = 0:1, 7:127
 
 [port.nic_0]
@@ -242,6 +243,7 @@ promiscuous = 0
 	EXPECT_EQ(guest.path, "g1.sock");
 	EXPECT_EQ(guest.queues, 8u);
 	EXPECT_TRUE(guest.client);
+	EXPECT_TRUE(guest.iommuSupport);
 	ASSERT_EQ(guest.rxqAffinity.size(), 2u);
 	EXPECT_EQ(guest.rxqAffinity[1].queue, 7u);
 	EXPECT_EQ(guest.rxqAffinity[1].lcore, 127u);
@@ -354,6 +356,7 @@ TEST_F(SwitchConfigTest, RejectsBadBool)
 	EXPECT_EQ(error.key, "auto-start");
 	EXPECT_NE(error.reason.find("yes/no"), std::string::npos);
 	EXPECT_EQ(loadBad(kTwoPorts + "client = 2\n").key, "client");
+	EXPECT_EQ(loadBad(kTwoPorts + "iommu-support = maybe\n").key, "iommu-support");
 }
 
 TEST_F(SwitchConfigTest, RejectsBadForwardMode)
@@ -497,10 +500,12 @@ TEST(SwitchConfig, PortSpecVhostUser)
 	EXPECT_EQ(port.path, "/tmp/a.sock");
 	EXPECT_EQ(port.queues, 4u);
 	EXPECT_TRUE(port.client);
+	EXPECT_FALSE(port.iommuSupport);
 
-	ASSERT_EQ(parsePortSpec("vhost-user:path=b.sock", port), std::nullopt);
+	ASSERT_EQ(parsePortSpec("vhost-user:path=b.sock,iommu-support=1", port), std::nullopt);
 	EXPECT_EQ(port.queues, 1u);
 	EXPECT_FALSE(port.client);
+	EXPECT_TRUE(port.iommuSupport);
 }
 
 TEST(SwitchConfig, PortSpecEthdevKeepsDevargsVerbatim)
