@@ -853,6 +853,55 @@ TEST_P(NetPortIommuTest, BadIotlbMessagesAreRefusedAndTheRingsRunOn)
 	rte_pktmbuf_free(in);
 }
 
+TEST_P(NetPortIommuTest, AMissNeverAnsweredStallsOnlyItsChainAndIsAskedOnce)
+{
+	negotiateIommu();
+	ASSERT_TRUE(mapRings());
+	/* The RX buffers are mapped, the TX ones never will be. */
+	const uint64_t rxGpa = mem_->alloc(4096, 4096);
+	ASSERT_TRUE(iotlb(iotlb::kUpdate, rxGpa, 4096, mem_->gpaToQva(rxGpa)));
+	BufferSpec rx{ rxGpa, 2048, true };
+	addChain(0, std::span(&rx, 1));
+	guestSend(pattern(60, 1), 12);
+	rte_mbuf *in = nullptr;
+	reader_->online();
+	for (int poll = 0; poll < 10000; poll++) {
+		ASSERT_EQ(port_->dequeueBurst(0, EalEnvironment::pool, &in, 1), 0);
+		reader_->quiescent();
+	}
+	reader_->offline();
+	int misses = 0;
+	while (auto msg = frontend_->receiveBackendRequest(100)) {
+		/* Not the rings', which may have been asked for before the channel was there. */
+		if (mem_->containsGpa((*msg)->payloadAs<IotlbMsg>().iova))
+			misses++;
+	}
+	/* The walk stops at the first buffer that misses: that one is asked for, once. */
+	EXPECT_EQ(misses, 1) << "asked for once, not once a poll";
+	EXPECT_TRUE(usedLens(1).empty()) << "the chain stays the guest's";
+	/* The other ring of the pair works on. */
+	auto back = pattern(80, 2);
+	EXPECT_EQ(send(back), 1);
+	EXPECT_EQ(usedLens(0), (std::vector<uint32_t>{ 12 + 80 }));
+}
+
+TEST_P(NetPortIommuTest, AFloodOfIotlbUpdatesStaysBounded)
+{
+	negotiateIommu();
+	ASSERT_TRUE(mapRings());
+	/* More pages than the IOTLB keeps: the oldest go, each costs a miss again. */
+	const uint64_t pages = Iotlb::kMaxEntries + 1000;
+	for (uint64_t p = 0; p < pages; p++)
+		ASSERT_TRUE(iotlb(iotlb::kUpdate, 0x100000000 + p * 4096, 4096,
+				  mem_->qva() + (p % 16) * 4096));
+	guestSend(pattern(60, 1), 12);
+	rte_mbuf *in = nullptr;
+	ASSERT_GE(serveMisses(
+			  [&] { return port_->dequeueBurst(0, EalEnvironment::pool, &in, 1) == 1; }),
+		  1);
+	rte_pktmbuf_free(in);
+}
+
 TEST_P(NetPortIommuTest, IotlbMessagesWithoutIommuPlatformAreRefused)
 {
 	negotiateIommu(false);
