@@ -120,6 +120,12 @@ struct GuestOptions {
 	std::string monitor;
 	/** Wait for a migration on this Unix socket (-incoming unix:PATH) instead of booting. */
 	std::string incoming;
+	/**
+	 * Behind a vIOMMU: a q35 machine with QEMU's intel-iommu (device IOTLB, interrupt
+	 * remapping), the NIC on a PCIe root port with iommu_platform and ATS, the guest's
+	 * intel_iommu=on. Its DMA addresses are then I/O virtual.
+	 */
+	bool iommu = false;
 };
 
 /**
@@ -154,10 +160,15 @@ public:
 		}
 		if (o.packed)
 			device += ",packed=on";
+		std::string append = "console=ttyS0 panic=-1 quiet vub.ip=" + o.ip;
+		if (o.iommu) {
+			device += ",bus=rp0,iommu_platform=on,ats=on,disable-legacy=on";
+			append += " intel_iommu=on";
+		}
 		auto guest = std::unique_ptr<QemuGuest>(new QemuGuest());
 		ProcessOptions p;
 		p.argv = { *qemu,      "-machine",
-			   "pc",       "-accel",
+			   o.iommu ? "q35,kernel-irqchip=split" : "pc", "-accel",
 			   accel,      "-nodefaults",
 			   "-smp",     std::to_string(o.queues),
 			   "-m",       "256M",
@@ -165,12 +176,17 @@ public:
 			   "-numa",    "node,memdev=mem",
 			   "-chardev", chardev,
 			   "-netdev",  netdev,
-			   "-device",  device,
 			   "-kernel",  image.kernel,
 			   "-initrd",  image.initrd,
-			   "-append",  "console=ttyS0 panic=-1 quiet vub.ip=" + o.ip,
+			   "-append",  append,
 			   "-serial",  "stdio",
 			   "-display", "none" };
+		/* The IOMMU first, then the root port, then the NIC behind it. */
+		if (o.iommu)
+			p.argv.insert(p.argv.end(),
+				      { "-device", "intel-iommu,device-iotlb=on,intremap=on", "-device",
+					"pcie-root-port,id=rp0,bus=pcie.0,chassis=1" });
+		p.argv.insert(p.argv.end(), { "-device", device });
 		if (!o.mayReboot)
 			p.argv.push_back("-no-reboot");
 		if (!o.monitor.empty())
@@ -438,6 +454,57 @@ TEST_F(QemuTest, GuestsPingThroughTheSwitchOnPackedRings)
 	ASSERT_TRUE(info);
 	EXPECT_NE(info->find("packed ring"), std::string::npos) << *info;
 }
+
+/*
+ * Guests behind QEMU's intel-iommu (VIRTIO_F_IOMMU_PLATFORM): their rings and buffers are I/O
+ * virtual addresses, which vub translates through the device IOTLB that QEMU fills on vub's
+ * misses. The guests' lazy IOTLB flushes empty it between pings, so every ping needs fresh
+ * translations of RX buffers: a frame waits for its translation, it is not dropped.
+ */
+class QemuIommuTest : public QemuTest, public ::testing::WithParamInterface<bool>
+{
+};
+
+TEST_P(QemuIommuTest, GuestsBehindAVirtualIommuPing)
+{
+	if (IsSkipped())
+		return;
+	ASSERT_TRUE(startSwitch(",iommu-support=1"));
+	GuestOptions o;
+	o.iommu = true;
+	o.packed = GetParam();
+	ASSERT_TRUE(startGuests(o, o));
+	for (QemuGuest *guest : { a_.get(), b_.get() }) {
+		/* The NIC's DMA goes through the guest's IOMMU (device: virtio0, its parent the PCI one). */
+		auto r = guest->run("ls /sys/class/net/eth0/device/../iommu_group/devices");
+		ASSERT_TRUE(r);
+		EXPECT_EQ(r->first, 0) << "the NIC is in no IOMMU group:\n" << r->second;
+	}
+	std::map<std::string, uint64_t> before[2] = { sw_->showPortXstats(0),
+						      sw_->showPortXstats(1) };
+	ASSERT_NO_FATAL_FAILURE(expectPingsBothWays());
+	for (unsigned port : { 0u, 1u }) {
+		auto info = sw_->command("show port info " + std::to_string(port));
+		ASSERT_TRUE(info);
+		std::smatch m;
+		ASSERT_TRUE(std::regex_search(*info, m, std::regex("features 0x([0-9a-f]+)"))) << *info;
+		EXPECT_TRUE(std::stoull(m[1].str(), nullptr, 16) & (uint64_t{ 1 } << 33))
+			<< "VIRTIO_F_IOMMU_PLATFORM not acked: " << *info;
+		EXPECT_NE(info->find(GetParam() ? "packed ring" : "split ring"), std::string::npos)
+			<< *info;
+		/* Translated through the IOTLB: chains waited for translations, none dropped. */
+		auto xstats = sw_->showPortXstats(port);
+		EXPECT_GT(xstats["tx_q0_chain_iotlb_miss"] + xstats["rx_q0_chain_iotlb_miss"], 0u)
+			<< "port " << port << " never missed in the IOTLB";
+		EXPECT_EQ(xstats["tx_q0_drop_no_buffer"], before[port]["tx_q0_drop_no_buffer"])
+			<< "port " << port << ": frames to the guest dropped while it pinged";
+	}
+}
+
+INSTANTIATE_TEST_SUITE_P(Rings, QemuIommuTest, ::testing::Values(false, true),
+			 [](const ::testing::TestParamInfo<bool> &info) {
+				 return std::string(info.param ? "Packed" : "Split");
+			 });
 
 /* Two queue pairs, two vCPUs: a ping pinned on vCPU 1 leaves on queue pair 1. */
 TEST_F(QemuTest, GuestsPingOnBothQueuePairs)
