@@ -31,6 +31,27 @@ inline ChainError translationFailed(const GuestMemory &mem, uint64_t addr, uint6
 }
 
 /**
+ * \brief GuestMemory::translateRing() of one part of a ring; under a vIOMMU, what is missing
+ * is asked for, and the front-end's answer brings the ring up. Control thread.
+ */
+inline uint8_t *translateRingPart(const GuestMemory &mem, uint64_t addr, uint64_t len,
+				  uint8_t access)
+{
+	uint8_t *hva = mem.translateRing(addr, len, access);
+	if (!hva && mem.isIova())
+		translationFailed(mem, addr, len, access);
+	return hva;
+}
+
+/** \brief Why a ring did not translate: EAGAIN while vIOMMU translations are awaited. */
+inline Error ringNotTranslated(const GuestMemory &mem)
+{
+	if (mem.isIova())
+		return Error{ EAGAIN, "ring not (wholly) in the IOTLB" };
+	return Error{ EFAULT, "ring not wholly inside one guest memory region" };
+}
+
+/**
  * \brief Add the buffer of one descriptor to \a chain, for the split and packed queues alike.
  *
  * Refuses a zero length, a device-readable buffer after a writable one and a chain above

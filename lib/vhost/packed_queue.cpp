@@ -105,24 +105,13 @@ Result<void> PackedQueue::translate(const GuestMemory &mem)
 	untranslate();
 	if (size_ == 0)
 		return Error{ EINVAL, "queue size not set" };
-	const uint64_t descSize = virtio::packedDescRingSize(size_);
 	constexpr uint64_t eventSize = sizeof(PackedEventSuppress);
-	auto *desc = mem.translateRing(descQva_, descSize, kAccessReadWrite);
-	auto *driverEvent = mem.translateRing(driverEventQva_, eventSize, kAccessRead);
-	auto *deviceEvent = mem.translateRing(deviceEventQva_, eventSize, kAccessWrite);
-	if (!desc || !driverEvent || !deviceEvent) {
-		if (mem.isIova()) {
-			/* Ask for what is missing; the front-end's answers bring the ring up. */
-			if (!desc)
-				translationFailed(mem, descQva_, descSize, kAccessReadWrite);
-			if (!driverEvent)
-				translationFailed(mem, driverEventQva_, eventSize, kAccessRead);
-			if (!deviceEvent)
-				translationFailed(mem, deviceEventQva_, eventSize, kAccessWrite);
-			return Error{ EAGAIN, "ring not (wholly) in the IOTLB" };
-		}
-		return Error{ EFAULT, "ring not wholly inside one guest memory region" };
-	}
+	auto *desc = translateRingPart(mem, descQva_, virtio::packedDescRingSize(size_),
+				       kAccessReadWrite);
+	auto *driverEvent = translateRingPart(mem, driverEventQva_, eventSize, kAccessRead);
+	auto *deviceEvent = translateRingPart(mem, deviceEventQva_, eventSize, kAccessWrite);
+	if (!desc || !driverEvent || !deviceEvent)
+		return ringNotTranslated(mem);
 	/* Aligned front-end addresses are not enough: a region's address can be unaligned. */
 	if (reinterpret_cast<uintptr_t>(desc) % 16 ||
 	    reinterpret_cast<uintptr_t>(driverEvent) % 4 ||

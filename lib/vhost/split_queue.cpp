@@ -65,25 +65,11 @@ Result<void> SplitQueue::translate(const GuestMemory &mem)
 	untranslate();
 	if (size_ == 0)
 		return Error{ EINVAL, "queue size not set" };
-	const uint64_t descSize = virtio::splitDescTableSize(size_);
-	const uint64_t availSize = virtio::splitAvailSize(size_);
-	const uint64_t usedSize = virtio::splitUsedSize(size_);
-	auto *desc = mem.translateRing(descQva_, descSize, kAccessRead);
-	auto *avail = mem.translateRing(availQva_, availSize, kAccessRead);
-	auto *used = mem.translateRing(usedQva_, usedSize, kAccessWrite);
-	if (!desc || !avail || !used) {
-		if (mem.isIova()) {
-			/* Ask for what is missing; the front-end's answers bring the ring up. */
-			if (!desc)
-				translationFailed(mem, descQva_, descSize, kAccessRead);
-			if (!avail)
-				translationFailed(mem, availQva_, availSize, kAccessRead);
-			if (!used)
-				translationFailed(mem, usedQva_, usedSize, kAccessWrite);
-			return Error{ EAGAIN, "ring not (wholly) in the IOTLB" };
-		}
-		return Error{ EFAULT, "ring not wholly inside one guest memory region" };
-	}
+	auto *desc = translateRingPart(mem, descQva_, virtio::splitDescTableSize(size_), kAccessRead);
+	auto *avail = translateRingPart(mem, availQva_, virtio::splitAvailSize(size_), kAccessRead);
+	auto *used = translateRingPart(mem, usedQva_, virtio::splitUsedSize(size_), kAccessWrite);
+	if (!desc || !avail || !used)
+		return ringNotTranslated(mem);
 	/* Aligned front-end addresses are not enough: a region's address can be unaligned. */
 	if (reinterpret_cast<uintptr_t>(desc) % 16 || reinterpret_cast<uintptr_t>(avail) % 2 ||
 	    reinterpret_cast<uintptr_t>(used) % 4)
