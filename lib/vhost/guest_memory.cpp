@@ -131,13 +131,7 @@ GuestMemory::createIova(std::vector<std::shared_ptr<MemoryRegion>> regions, cons
 		while (done < entry.size) {
 			uint64_t uaddr = entry.uaddr + done;
 			uint64_t left = entry.size - done;
-			const MemoryRegion *region = nullptr;
-			for (const MemoryRegion *r : m.regionList_) {
-				if (r->containsQva(uaddr)) {
-					region = r;
-					break;
-				}
-			}
+			const MemoryRegion *region = m.findQva(uaddr);
 			if (!region) {
 				/* Skip to the next region that starts inside the entry, if any. */
 				uint64_t next = UINT64_MAX;
@@ -197,27 +191,30 @@ void GuestMemory::requestTranslation(uint64_t addr, uint8_t access) const
 		misses_->post(addr, access);
 }
 
-uint8_t *GuestMemory::translateQva(uint64_t qva, uint64_t len) const
+const MemoryRegion *GuestMemory::findQva(uint64_t qva) const
 {
 	for (const MemoryRegion *r : regionList_) {
-		if (r->containsQva(qva)) {
-			if (len > r->size() - (qva - r->qva()))
-				return nullptr;
-			return r->hva() + (qva - r->qva());
-		}
+		if (r->containsQva(qva))
+			return r;
 	}
 	return nullptr;
 }
 
+uint8_t *GuestMemory::translateQva(uint64_t qva, uint64_t len) const
+{
+	const MemoryRegion *r = findQva(qva);
+	if (!r || len > r->size() - (qva - r->qva()))
+		return nullptr;
+	return r->hva() + (qva - r->qva());
+}
+
 bool GuestMemory::qvaToGpa(uint64_t qva, uint64_t *gpa) const
 {
-	for (const MemoryRegion *r : regionList_) {
-		if (r->containsQva(qva)) {
-			*gpa = r->gpa() + (qva - r->qva());
-			return true;
-		}
-	}
-	return false;
+	const MemoryRegion *r = findQva(qva);
+	if (!r)
+		return false;
+	*gpa = r->gpa() + (qva - r->qva());
+	return true;
 }
 
 bool GuestMemory::hvaToGpa(const void *hva, uint64_t *gpa) const

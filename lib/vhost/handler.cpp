@@ -673,7 +673,7 @@ Result<void> VhostUserHandler::setFeatures(uint64_t features)
 	}
 	backend_->ackedFeatures(features);
 	backend_->setEventIdx(eventIdx);
-	if (changed & virtio::bit(virtio::kFAccessPlatform) || (iommu() && !iotlbMisses_)) {
+	if (iommu() != (iotlbMisses_ != nullptr)) {
 		/* Rings and buffers now use I/O virtual addresses, or no longer do. */
 		iotlb_.clear();
 		VUB_TRY(watchIotlbMisses(iommu()));

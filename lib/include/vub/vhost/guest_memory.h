@@ -230,6 +230,8 @@ private:
 			return &windows_[start];
 		return findGpaSlow(gpa, hint);
 	}
+	/** \brief The region that holds front-end address \a qva, null for none. */
+	const MemoryRegion *findQva(uint64_t qva) const;
 	/** \brief findGpa() past the hint: a binary search of the sorted windows. */
 	const Window *findGpaSlow(uint64_t gpa, uint32_t *hint) const;
 
